@@ -1,0 +1,46 @@
+"""Convert a raw dataset split into the scene cache.
+
+    python -m smartpretrain.convert data=av2 data.raw_root=/data/av2 data.split=val cache_root=cache num_workers=8
+    python -m smartpretrain.convert data=av1 data.raw_root=/data/av1 data.split=train shard=0/4
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from smartpretrain.data.cache import atomic_write_text
+from smartpretrain.data.conversion import ConversionSettings, convert_split, summary_line
+
+log = logging.getLogger("smartpretrain.convert")
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run one conversion from a composed config; returns the manifest."""
+    converter = instantiate(cfg.data.converter)
+    out_dir = Path(cfg.cache_root) / cfg.data.name / cfg.data.split
+    settings = ConversionSettings(
+        num_workers=int(cfg.num_workers),
+        scenes_per_part=int(cfg.scenes_per_part),
+        shard=str(cfg.shard),
+        strict=bool(cfg.strict),
+        overwrite=bool(cfg.overwrite),
+        progress=bool(cfg.progress),
+    )
+    manifest = convert_split(converter, out_dir, settings)
+    atomic_write_text(out_dir / "convert_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    print(summary_line(manifest, out_dir), flush=True)
+    return manifest
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="convert")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""Argoverse 2 motion-forecasting scenarios -> :class:`~smartpretrain.data.scene.Scene`.
+
+Raw layout: ``{raw_root}/{split}/{scenario_id}/scenario_{scenario_id}.parquet`` plus
+``log_map_archive_{scenario_id}.json`` in the same folder.
+
+The scenario table is read columnar with pyarrow and scattered into dense ``[N, T]`` arrays with numpy: no
+per-row Python objects (the av2 package's ``load_argoverse_scenario_parquet`` builds one object per row and
+costs ~15x more). The map JSON is parsed with orjson and follows ``ArgoverseStaticMap.from_json``'s semantics
+(lane order, ``pedestrian_crossings`` optional) without building its per-point objects; lanes whose JSON has
+no ``centerline`` get av2's own midpoint-ladder centerline (``compute_midpoint_line``). The equivalence with
+the av2 package's readers is asserted by ``tests/data/test_av2_converter.py``.
+
+Agents are ordered as their first row in the parquet (the av2 / QCNet order). The origin is the focal agent's
+position at the current step (z = 0, AV2 tracks are 2-D).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from av2.geometry.interpolate import NUM_CENTERLINE_INTERP_PTS, compute_midpoint_line, interp_arc
+
+from smartpretrain.data.converters.base import (
+    ConversionError,
+    ConvertedScene,
+    DropReason,
+    Repair,
+    RepairKind,
+    SceneConverter,
+)
+from smartpretrain.data.scene import AgentTracks, MapData, Scene, SceneValidationError
+from smartpretrain.data.taxonomy import (
+    AV2_AGENT_TYPES,
+    AV2_LANE_MARK_TYPES,
+    AV2_LANE_TYPES,
+    AgentRole,
+    AgentType,
+    Dataset,
+    EdgeType,
+    Intersection,
+    LineType,
+    PolygonType,
+    Side,
+)
+
+AV2_COLUMNS = (
+    "observed",
+    "track_id",
+    "object_type",
+    "object_category",
+    "timestep",
+    "position_x",
+    "position_y",
+    "heading",
+    "velocity_x",
+    "velocity_y",
+    "scenario_id",
+    "num_timestamps",
+    "focal_track_id",
+    "city",
+)
+AV2_NUM_STEPS = 110
+AV2_CURRENT_STEP = 49
+SDC_TRACK_ID = "AV"
+
+
+class Av2Converter(SceneConverter):
+    """Converter for the Argoverse 2 motion-forecasting layout."""
+
+    dataset = Dataset.AV2
+
+    def __init__(self, raw_root: str | Path, split: str, current_step: int = AV2_CURRENT_STEP) -> None:
+        super().__init__(raw_root, split)
+        self.current_step = current_step
+
+    @property
+    def split_dir(self) -> Path:
+        return self.raw_root / self.split
+
+    def list_items(self) -> list[str]:
+        if not self.split_dir.is_dir():
+            raise FileNotFoundError(f"{self.split_dir}: no such AV2 split folder (expected {{raw_root}}/{{split}}/)")
+        return sorted(p.name for p in self.split_dir.iterdir() if p.is_dir())
+
+    def item_path(self, item: str) -> Path:
+        return self.split_dir / item / f"scenario_{item}.parquet"
+
+    def convert(self, item: str) -> ConvertedScene:
+        parquet_path = self.item_path(item)
+        map_path = self.split_dir / item / f"log_map_archive_{item}.json"
+        if not parquet_path.exists():
+            raise ConversionError(DropReason.MISSING_FILE, parquet_path, "scenario parquet not found", item)
+        if not map_path.exists():
+            found = sorted((self.split_dir / item).glob("log_map_archive_*.json"))
+            if not found:
+                raise ConversionError(DropReason.MISSING_FILE, map_path, "map JSON (log_map_archive_*.json) not found", item)
+            map_path = found[0]
+        repairs: list[Repair] = []
+        scene_meta, agents, origin = self._read_tracks(parquet_path, item, repairs)
+        map_data = read_av2_map(map_path, origin, item)
+        scene = Scene(agents=agents, map=map_data, origin=origin, dataset=Dataset.AV2, **scene_meta)
+        try:
+            scene.validate()
+        except SceneValidationError as exc:
+            raise ConversionError(DropReason.INVALID_SCENE, parquet_path, str(exc), item) from exc
+        return ConvertedScene(scene, repairs)
+
+    def _read_tracks(
+        self, path: Path, item: str, repairs: list[Repair]
+    ) -> tuple[dict[str, Any], AgentTracks, np.ndarray]:
+        try:
+            parquet = pq.ParquetFile(path)
+            missing = [c for c in AV2_COLUMNS if c not in parquet.schema_arrow.names]
+            if missing:
+                raise ConversionError(DropReason.MISSING_COLUMNS, path, f"missing columns {missing}", item)
+            table = parquet.read(columns=list(AV2_COLUMNS), use_threads=False)
+        except (pa.ArrowException, OSError) as exc:
+            raise ConversionError(DropReason.CORRUPT_FILE, path, f"cannot read parquet: {exc}", item) from exc
+        if table.num_rows == 0:
+            raise ConversionError(DropReason.EMPTY_FILE, path, "scenario table has no rows", item)
+
+        def scalar(name: str) -> Any:
+            column = table.column(name)
+            first = column[0].as_py()
+            if pc.any(pc.not_equal(column, first)).as_py():
+                raise ConversionError(DropReason.CORRUPT_FILE, path, f"column {name!r} is not constant", item)
+            return first
+
+        scenario_id = str(scalar("scenario_id"))
+        num_steps = int(scalar("num_timestamps"))
+        focal_id = str(scalar("focal_track_id"))
+        city = str(scalar("city"))
+        if scenario_id != item:
+            raise ConversionError(DropReason.CORRUPT_FILE, path, f"scenario_id {scenario_id!r} != folder name", item)
+
+        encoded = pc.dictionary_encode(table.column("track_id")).combine_chunks()
+        track_ids: list[str] = encoded.dictionary.to_pylist()
+        track = encoded.indices.to_numpy().astype(np.int64)
+        step = table.column("timestep").to_numpy()
+        n, t = len(track_ids), num_steps
+        if step.min() < 0 or step.max() >= t:
+            raise ConversionError(
+                DropReason.WRONG_NUM_STEPS, path, f"timestep range [{step.min()}, {step.max()}] outside [0, {t})", item
+            )
+        flat = track * t + step
+        if len(np.unique(flat)) != len(flat):
+            raise ConversionError(DropReason.DUPLICATE_ROWS, path, "duplicate (track_id, timestep) rows", item)
+        same_track = track[1:] == track[:-1]
+        if np.any(same_track & (step[1:] <= step[:-1])):
+            repairs.append(Repair(RepairKind.ROWS_OUT_OF_ORDER, str(path), "timesteps out of order within a track"))
+
+        xy = np.stack([table.column("position_x").to_numpy(), table.column("position_y").to_numpy()], axis=1)
+        vel = np.stack([table.column("velocity_x").to_numpy(), table.column("velocity_y").to_numpy()], axis=1)
+        heading = table.column("heading").to_numpy()
+        if not (np.isfinite(xy).all() and np.isfinite(vel).all() and np.isfinite(heading).all()):
+            raise ConversionError(DropReason.NON_FINITE_VALUES, path, "NaN/inf in position, velocity or heading", item)
+
+        # Per-track attributes from each track's first row.
+        first_row = np.full(n, len(track), dtype=np.int64)
+        np.minimum.at(first_row, track, np.arange(len(track)))
+        raw_types = table.column("object_type").take(pa.array(first_row)).to_pylist()
+        categories = table.column("object_category").to_numpy()
+        agent_type = np.empty(n, np.int8)
+        for i, label in enumerate(raw_types):
+            value = AV2_AGENT_TYPES.get(label)
+            if value is None:
+                repairs.append(Repair(RepairKind.UNKNOWN_OBJECT_TYPE, str(path), f"object_type {label!r}"))
+                value = AgentType.UNKNOWN
+            agent_type[i] = value
+        role = categories[first_row]
+        if np.any((role < AgentRole.FRAGMENT) | (role > AgentRole.FOCAL)):
+            raise ConversionError(DropReason.CORRUPT_FILE, path, f"object_category outside 0-3: {np.unique(role)}", item)
+        role = role.astype(np.int8)
+        if focal_id not in track_ids:
+            raise ConversionError(DropReason.NO_FOCAL_AGENT, path, f"focal_track_id {focal_id!r} has no rows", item)
+        focal = track_ids.index(focal_id)
+        num_focal = int((role == AgentRole.FOCAL).sum())
+        if num_focal > 1:
+            raise ConversionError(DropReason.MULTIPLE_FOCAL_AGENTS, path, f"{num_focal} tracks have category FOCAL", item)
+        role[focal] = AgentRole.FOCAL
+
+        valid = np.zeros(n * t, dtype=bool)
+        valid[flat] = True
+        valid = valid.reshape(n, t)
+        if not valid[focal, self.current_step]:
+            raise ConversionError(
+                DropReason.NO_FOCAL_AGENT, path, f"focal track {focal_id!r} unobserved at step {self.current_step}", item
+            )
+        origin_xy = xy[np.flatnonzero(flat == focal * t + self.current_step)[0]]
+        origin = np.array([origin_xy[0], origin_xy[1], 0.0], dtype=np.float64)
+
+        position = np.zeros((n * t, 3), np.float32)
+        position[flat, :2] = xy - origin_xy
+        velocity = np.zeros((n * t, 2), np.float32)
+        velocity[flat] = vel
+        heading_dense = np.zeros(n * t, np.float32)
+        heading_dense[flat] = heading
+        agents = AgentTracks(
+            ids=track_ids,
+            type=agent_type,
+            role=role,
+            is_sdc=np.array([tid == SDC_TRACK_ID for tid in track_ids], dtype=bool),
+            position=position.reshape(n, t, 3),
+            heading=heading_dense.reshape(n, t),
+            velocity=velocity.reshape(n, t, 2),
+            valid=valid,
+        )
+        meta = {"scenario_id": scenario_id, "city": city, "num_steps": num_steps, "current_step": self.current_step}
+        return meta, agents, origin
+
+
+def _xyz(points: list[dict[str, float]]) -> np.ndarray:
+    return np.array([(p["x"], p["y"], p["z"]) for p in points], dtype=np.float64).reshape(-1, 3)
+
+
+def crosswalk_centerline(edge1: np.ndarray, edge2: np.ndarray) -> np.ndarray:
+    """Mid-line of a crosswalk: the mean of its two edges, resampled to a common point count when they differ."""
+    if len(edge1) != len(edge2):
+        num = max(len(edge1), len(edge2))
+        edge1, edge2 = interp_arc(num, edge1), interp_arc(num, edge2)
+    return (edge1 + edge2) / 2.0
+
+
+def read_av2_map(path: Path, origin: np.ndarray, scenario_id: str | None = None) -> MapData:
+    """Read an AV2 ``log_map_archive_*.json`` into :class:`MapData` relative to ``origin``.
+
+    Polygons: the lane segments in file order, then the pedestrian crossings in file order. Topology edges
+    refer only to lanes present in the file (neighbours outside the local map are dropped, as av2 does).
+    """
+    try:
+        data = orjson.loads(path.read_bytes())
+        lanes = list(data["lane_segments"].values())
+        crossings = list(data.get("pedestrian_crossings", {}).values())
+    except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError, OSError) as exc:
+        raise ConversionError(DropReason.BAD_MAP, path, f"not an AV2 map JSON: {exc}", scenario_id) from exc
+
+    ids: list[int] = []
+    poly_type: list[int] = []
+    is_int: list[int] = []
+    line_polygon: list[int] = []
+    line_side: list[int] = []
+    line_type: list[int] = []
+    lines: list[np.ndarray] = []
+
+    def add_line(polygon: int, side: Side, kind: LineType, pts: np.ndarray) -> None:
+        line_polygon.append(polygon)
+        line_side.append(side)
+        line_type.append(kind)
+        lines.append(pts)
+
+    try:
+        for k, lane in enumerate(lanes):
+            ids.append(int(lane["id"]))
+            poly_type.append(AV2_LANE_TYPES[lane["lane_type"]])
+            is_int.append(Intersection.YES if lane["is_intersection"] else Intersection.NO)
+            left, right = _xyz(lane["left_lane_boundary"]), _xyz(lane["right_lane_boundary"])
+            center = lane.get("centerline")
+            if center:
+                center_pts = _xyz(center)
+            else:
+                center_pts, _ = compute_midpoint_line(left, right, NUM_CENTERLINE_INTERP_PTS)
+                if center_pts.shape[1] == 2:  # av2 returns 2-D for pivot (cul-de-sac) lanes
+                    center_pts = np.concatenate([center_pts, np.zeros((len(center_pts), 1))], axis=1)
+            add_line(k, Side.LEFT, AV2_LANE_MARK_TYPES[lane["left_lane_mark_type"]], left)
+            add_line(k, Side.RIGHT, AV2_LANE_MARK_TYPES[lane["right_lane_mark_type"]], right)
+            add_line(k, Side.CENTER, LineType.CENTERLINE, center_pts)
+        for crossing in crossings:
+            k = len(ids)
+            ids.append(int(crossing["id"]))
+            poly_type.append(PolygonType.CROSSWALK)
+            is_int.append(Intersection.UNKNOWN)
+            edge1, edge2 = _xyz(crossing["edge1"]), _xyz(crossing["edge2"])
+            add_line(k, Side.LEFT, LineType.CROSSWALK, edge1)
+            add_line(k, Side.RIGHT, LineType.CROSSWALK, edge2)
+            add_line(k, Side.CENTER, LineType.CENTERLINE, crosswalk_centerline(edge1, edge2))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConversionError(DropReason.BAD_MAP, path, f"malformed map element: {exc!r}", scenario_id) from exc
+
+    position = {lane_id: k for k, lane_id in enumerate(ids[: len(lanes)])}
+    src: list[int] = []
+    dst: list[int] = []
+    etype: list[int] = []
+    for k, lane in enumerate(lanes):
+        for key, kind in (("predecessors", EdgeType.PRED), ("successors", EdgeType.SUCC)):
+            for other in lane.get(key) or ():
+                j = position.get(int(other))
+                if j is not None:
+                    src.append(j), dst.append(k), etype.append(kind)
+        for key, kind in (("left_neighbor_id", EdgeType.LEFT), ("right_neighbor_id", EdgeType.RIGHT)):
+            other = lane.get(key)
+            j = position.get(int(other)) if other is not None else None
+            if j is not None:
+                src.append(j), dst.append(k), etype.append(kind)
+
+    points = np.concatenate(lines, axis=0) if lines else np.zeros((0, 3))
+    if not np.isfinite(points).all():
+        raise ConversionError(DropReason.BAD_MAP, path, "NaN/inf map coordinates", scenario_id)
+    offsets = np.zeros(len(lines) + 1, np.int32)
+    offsets[1:] = np.cumsum([len(x) for x in lines])
+    return MapData(
+        polygon_ids=np.asarray(ids, np.int64),
+        polygon_type=np.asarray(poly_type, np.int8),
+        polygon_is_intersection=np.asarray(is_int, np.int8),
+        polyline_polygon=np.asarray(line_polygon, np.int32),
+        polyline_side=np.asarray(line_side, np.int8),
+        polyline_type=np.asarray(line_type, np.int8),
+        polyline_offsets=offsets,
+        points=(points - origin).astype(np.float32),
+        edge_index=np.asarray([src, dst], np.int32).reshape(2, -1),
+        edge_type=np.asarray(etype, np.int8),
+    )
