@@ -88,7 +88,8 @@ def _delta_columns(arr: np.ndarray) -> np.ndarray:
     Consecutive samples of a smooth series share sign, exponent and high mantissa bits, so the differences of
     their bit patterns are small integers that compress far better than the floats themselves.
     """
-    bits = np.ascontiguousarray(arr.reshape(len(arr), -1).T).view(np.int32)
+    columns = int(np.prod(arr.shape[1:], dtype=np.int64))
+    bits = np.ascontiguousarray(arr.reshape(len(arr), columns).T).view(np.int32)
     out = np.empty_like(bits)
     if bits.size:
         out[:, 0] = bits[:, 0]
@@ -96,8 +97,9 @@ def _delta_columns(arr: np.ndarray) -> np.ndarray:
     return out
 
 
-def _undelta_columns(delta: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    bits = np.cumsum(delta, axis=1, dtype=np.int32)
+def _undelta_columns(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    columns = int(np.prod(shape[1:], dtype=np.int64))
+    bits = np.cumsum(flat.reshape(columns, shape[0]), axis=1, dtype=np.int32)
     return np.ascontiguousarray(bits.view(np.float32).T).reshape(shape)
 
 
@@ -164,12 +166,12 @@ def decode_scene(record: bytes | memoryview) -> Scene:
     for name, (flat, dtype, shape) in stored.items():
         if name in _VALID_PACKED:
             packed_shape = (int(valid.sum()), *shape[2:])
-            packed = _undelta_columns(flat.reshape(-1, packed_shape[0]), packed_shape)
+            packed = _undelta_columns(flat, packed_shape)
             dense = np.zeros(shape, dtype)
             dense[valid] = packed
             values[name] = dense
         elif name in _DELTA_CODED:
-            values[name] = _undelta_columns(flat.reshape(-1, shape[0]), shape)
+            values[name] = _undelta_columns(flat, shape)
         else:
             values[name] = flat.reshape(shape)
     agents = AgentTracks(
