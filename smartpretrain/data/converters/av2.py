@@ -16,6 +16,8 @@ position at the current step (z = 0, AV2 tracks are 2-D).
 
 from __future__ import annotations
 
+import operator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -94,16 +96,19 @@ class Av2Converter(SceneConverter):
     def convert(self, item: str) -> ConvertedScene:
         parquet_path = self.item_path(item)
         map_path = self.split_dir / item / f"log_map_archive_{item}.json"
-        if not parquet_path.exists():
-            raise ConversionError(DropReason.MISSING_FILE, parquet_path, "scenario parquet not found", item)
-        if not map_path.exists():
+        try:
+            map_bytes = map_path.read_bytes()
+        except FileNotFoundError:
             found = sorted((self.split_dir / item).glob("log_map_archive_*.json"))
             if not found:
-                raise ConversionError(DropReason.MISSING_FILE, map_path, "map JSON (log_map_archive_*.json) not found", item)
+                raise ConversionError(
+                    DropReason.MISSING_FILE, map_path, "map JSON (log_map_archive_*.json) not found", item
+                ) from None
             map_path = found[0]
+            map_bytes = map_path.read_bytes()
         repairs: list[Repair] = []
         scene_meta, agents, origin = self._read_tracks(parquet_path, item, repairs)
-        map_data = read_av2_map(map_path, origin, item)
+        map_data = read_av2_map(map_path, origin, item, map_bytes)
         scene = Scene(agents=agents, map=map_data, origin=origin, dataset=Dataset.AV2, **scene_meta)
         try:
             scene.validate()
@@ -116,10 +121,13 @@ class Av2Converter(SceneConverter):
     ) -> tuple[dict[str, Any], AgentTracks, np.ndarray]:
         try:
             parquet = pq.ParquetFile(path)
-            missing = [c for c in AV2_COLUMNS if c not in parquet.schema_arrow.names]
+            names = set(parquet.schema_arrow.names)
+            missing = [c for c in AV2_COLUMNS if c not in names]
             if missing:
                 raise ConversionError(DropReason.MISSING_COLUMNS, path, f"missing columns {missing}", item)
             table = parquet.read(columns=list(AV2_COLUMNS), use_threads=False)
+        except FileNotFoundError as exc:
+            raise ConversionError(DropReason.MISSING_FILE, path, "scenario parquet not found", item) from exc
         except (pa.ArrowException, OSError) as exc:
             raise ConversionError(DropReason.CORRUPT_FILE, path, f"cannot read parquet: {exc}", item) from exc
         if table.num_rows == 0:
@@ -149,7 +157,9 @@ class Av2Converter(SceneConverter):
                 DropReason.WRONG_NUM_STEPS, path, f"timestep range [{step.min()}, {step.max()}] outside [0, {t})", item
             )
         flat = track * t + step
-        if len(np.unique(flat)) != len(flat):
+        valid = np.zeros(n * t, dtype=bool)
+        valid[flat] = True
+        if int(valid.sum()) != len(flat):
             raise ConversionError(DropReason.DUPLICATE_ROWS, path, "duplicate (track_id, timestep) rows", item)
         same_track = track[1:] == track[:-1]
         if np.any(same_track & (step[1:] <= step[:-1])):
@@ -185,8 +195,6 @@ class Av2Converter(SceneConverter):
             raise ConversionError(DropReason.MULTIPLE_FOCAL_AGENTS, path, f"{num_focal} tracks have category FOCAL", item)
         role[focal] = AgentRole.FOCAL
 
-        valid = np.zeros(n * t, dtype=bool)
-        valid[flat] = True
         valid = valid.reshape(n, t)
         if not valid[focal, self.current_step]:
             raise ConversionError(
@@ -215,8 +223,11 @@ class Av2Converter(SceneConverter):
         return meta, agents, origin
 
 
+_XYZ = operator.itemgetter("x", "y", "z")
+
+
 def _xyz(points: list[dict[str, float]]) -> np.ndarray:
-    return np.array([(p["x"], p["y"], p["z"]) for p in points], dtype=np.float64).reshape(-1, 3)
+    return np.array(list(map(_XYZ, points)), dtype=np.float64).reshape(-1, 3)
 
 
 def crosswalk_centerline(edge1: np.ndarray, edge2: np.ndarray) -> np.ndarray:
@@ -227,14 +238,16 @@ def crosswalk_centerline(edge1: np.ndarray, edge2: np.ndarray) -> np.ndarray:
     return (edge1 + edge2) / 2.0
 
 
-def read_av2_map(path: Path, origin: np.ndarray, scenario_id: str | None = None) -> MapData:
+def read_av2_map(
+    path: Path, origin: np.ndarray, scenario_id: str | None = None, raw: bytes | None = None
+) -> MapData:
     """Read an AV2 ``log_map_archive_*.json`` into :class:`MapData` relative to ``origin``.
 
     Polygons: the lane segments in file order, then the pedestrian crossings in file order. Topology edges
     refer only to lanes present in the file (neighbours outside the local map are dropped, as av2 does).
     """
     try:
-        data = orjson.loads(path.read_bytes())
+        data = orjson.loads(path.read_bytes() if raw is None else raw)
         lanes = list(data["lane_segments"].values())
         crossings = list(data.get("pedestrian_crossings", {}).values())
     except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError, OSError) as exc:
@@ -246,41 +259,58 @@ def read_av2_map(path: Path, origin: np.ndarray, scenario_id: str | None = None)
     line_polygon: list[int] = []
     line_side: list[int] = []
     line_type: list[int] = []
-    lines: list[np.ndarray] = []
+    raw_lines: list[list[dict[str, float]]] = []  # converted to one array at the end (one C-level pass)
+    computed: dict[int, np.ndarray] = {}  # polyline index -> centerline computed from the boundaries
 
-    def add_line(polygon: int, side: Side, kind: LineType, pts: np.ndarray) -> None:
+    def add_line(polygon: int, side: Side, kind: LineType, pts: list[dict[str, float]]) -> None:
         line_polygon.append(polygon)
         line_side.append(side)
         line_type.append(kind)
-        lines.append(pts)
+        raw_lines.append(pts)
 
     try:
         for k, lane in enumerate(lanes):
             ids.append(int(lane["id"]))
             poly_type.append(AV2_LANE_TYPES[lane["lane_type"]])
             is_int.append(Intersection.YES if lane["is_intersection"] else Intersection.NO)
-            left, right = _xyz(lane["left_lane_boundary"]), _xyz(lane["right_lane_boundary"])
+            add_line(k, Side.LEFT, AV2_LANE_MARK_TYPES[lane["left_lane_mark_type"]], lane["left_lane_boundary"])
+            add_line(k, Side.RIGHT, AV2_LANE_MARK_TYPES[lane["right_lane_mark_type"]], lane["right_lane_boundary"])
             center = lane.get("centerline")
-            if center:
-                center_pts = _xyz(center)
-            else:
+            if not center:
+                left, right = _xyz(lane["left_lane_boundary"]), _xyz(lane["right_lane_boundary"])
                 center_pts, _ = compute_midpoint_line(left, right, NUM_CENTERLINE_INTERP_PTS)
                 if center_pts.shape[1] == 2:  # av2 returns 2-D for pivot (cul-de-sac) lanes
                     center_pts = np.concatenate([center_pts, np.zeros((len(center_pts), 1))], axis=1)
-            add_line(k, Side.LEFT, AV2_LANE_MARK_TYPES[lane["left_lane_mark_type"]], left)
-            add_line(k, Side.RIGHT, AV2_LANE_MARK_TYPES[lane["right_lane_mark_type"]], right)
-            add_line(k, Side.CENTER, LineType.CENTERLINE, center_pts)
+                computed[len(raw_lines)] = center_pts
+                center = []
+            add_line(k, Side.CENTER, LineType.CENTERLINE, center)
         for crossing in crossings:
             k = len(ids)
             ids.append(int(crossing["id"]))
             poly_type.append(PolygonType.CROSSWALK)
             is_int.append(Intersection.UNKNOWN)
-            edge1, edge2 = _xyz(crossing["edge1"]), _xyz(crossing["edge2"])
-            add_line(k, Side.LEFT, LineType.CROSSWALK, edge1)
-            add_line(k, Side.RIGHT, LineType.CROSSWALK, edge2)
-            add_line(k, Side.CENTER, LineType.CENTERLINE, crosswalk_centerline(edge1, edge2))
+            add_line(k, Side.LEFT, LineType.CROSSWALK, crossing["edge1"])
+            add_line(k, Side.RIGHT, LineType.CROSSWALK, crossing["edge2"])
+            computed[len(raw_lines)] = crosswalk_centerline(_xyz(crossing["edge1"]), _xyz(crossing["edge2"]))
+            add_line(k, Side.CENTER, LineType.CENTERLINE, [])
+        counts = np.array([len(x) for x in raw_lines], dtype=np.int64)
+        for index, pts in computed.items():
+            counts[index] = len(pts)
+        flat = np.fromiter(chain.from_iterable(map(_XYZ, chain.from_iterable(raw_lines))), np.float64)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConversionError(DropReason.BAD_MAP, path, f"malformed map element: {exc!r}", scenario_id) from exc
+
+    offsets = np.zeros(len(raw_lines) + 1, np.int32)
+    offsets[1:] = np.cumsum(counts)
+    points = np.empty((int(offsets[-1]), 3), np.float64)
+    if computed:
+        is_parsed = np.ones(len(raw_lines), bool)
+        is_parsed[list(computed)] = False
+        points[np.repeat(is_parsed, counts)] = flat.reshape(-1, 3)
+        for index, pts in computed.items():
+            points[offsets[index] : offsets[index + 1]] = pts
+    else:
+        points[:] = flat.reshape(-1, 3)
 
     position = {lane_id: k for k, lane_id in enumerate(ids[: len(lanes)])}
     src: list[int] = []
@@ -298,11 +328,8 @@ def read_av2_map(path: Path, origin: np.ndarray, scenario_id: str | None = None)
             if j is not None:
                 src.append(j), dst.append(k), etype.append(kind)
 
-    points = np.concatenate(lines, axis=0) if lines else np.zeros((0, 3))
     if not np.isfinite(points).all():
         raise ConversionError(DropReason.BAD_MAP, path, "NaN/inf map coordinates", scenario_id)
-    offsets = np.zeros(len(lines) + 1, np.int32)
-    offsets[1:] = np.cumsum([len(x) for x in lines])
     return MapData(
         polygon_ids=np.asarray(ids, np.int64),
         polygon_type=np.asarray(poly_type, np.int8),

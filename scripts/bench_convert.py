@@ -1,0 +1,145 @@
+"""Conversion speed and cache size on the AV2 fixture (copied xN under new ids) and on AV1 val.
+
+    python scripts/bench_convert.py --copies 1000 --workers 1 2 --out bench_out/bench_convert.json
+
+Prints, per dataset and worker count: ms per scenario per core (worker CPU time / scenes, and wall time x
+workers / scenes), bytes per scenario in the cache, and a stage breakdown of the single-core time for AV2.
+Reference measured on the same hardware and fixture: the official QCNet preprocessing takes 32 ms/scenario
+and writes 195 KiB/scenario.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from smartpretrain.data.cache import SceneCache, encode_scene
+from smartpretrain.data.conversion import ConversionSettings, convert_split
+from smartpretrain.data.converters.av2 import Av2Converter, read_av2_map
+from smartpretrain.data.replicate import replicate_av2_scenario
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+AV2_FIXTURE = SHARED / "fixtures" / "av2" / "val" / "0a1e6f0a-1817-4a98-b02e-db8c9327d151"
+AV1_ROOT = SHARED / "data" / "av1"
+REFERENCE = {"qcnet_preprocess_ms_per_scenario": 32.0, "qcnet_preprocess_kib_per_scenario": 195.0}
+
+
+def _median_ms(fn, repeat: int) -> float:
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def av2_stage_breakdown(raw_root: Path, item: str, repeat: int = 200) -> dict[str, float]:
+    """Single-core median ms of each conversion stage for one AV2 scenario."""
+    converter = Av2Converter(raw_root, "val")
+    scene = converter.convert(item).scene
+    map_path = raw_root / "val" / item / f"log_map_archive_{item}.json"
+    stages = {
+        "tracks_parquet": _median_ms(lambda: converter._read_tracks(converter.item_path(item), item, []), repeat),
+        "map_json": _median_ms(lambda: read_av2_map(map_path, scene.origin), repeat),
+        "convert_total": _median_ms(lambda: converter.convert(item), repeat),
+        "encode_zstd": _median_ms(lambda: encode_scene(scene), repeat),
+    }
+    return {k: round(v, 3) for k, v in stages.items()}
+
+
+def run_case(name: str, converter, out_dir: Path, workers: int, scenes_per_part: int) -> dict[str, object]:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    settings = ConversionSettings(num_workers=workers, scenes_per_part=scenes_per_part, progress=False)
+    manifest = convert_split(converter, out_dir, settings)
+    run = manifest["last_run"]
+    scenes = manifest["num_scenes"]
+    cache = SceneCache(out_dir)
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, len(cache), min(300, len(cache)))
+    t = time.perf_counter()
+    for i in picks:
+        cache[int(i)]
+    read_ms = 1e3 * (time.perf_counter() - t) / len(picks)
+    result = {
+        "case": name,
+        "workers": workers,
+        "scenes": scenes,
+        "dropped": manifest["num_dropped"],
+        "wall_s": run["wall_seconds"],
+        "ms_per_scene_per_core_cpu": round(1e3 * run["cpu_seconds"] / max(scenes, 1), 3),
+        "ms_per_scene_per_core_wall": round(1e3 * run["wall_seconds"] * workers / max(scenes, 1), 3),
+        "scenes_per_s_wall": round(scenes / run["wall_seconds"], 1),
+        "bytes_per_scene": manifest["bytes_per_scene"],
+        "kib_per_scene": round(manifest["bytes_per_scene"] / 1024, 2),
+        "random_read_ms_per_scene": round(read_ms, 3),
+    }
+    print(
+        f"{name:<12} workers={workers}  {scenes} scenes  {result['ms_per_scene_per_core_cpu']:.2f} ms/scene/core (cpu)"
+        f"  {result['ms_per_scene_per_core_wall']:.2f} ms/scene/core (wall)  {result['scenes_per_s_wall']} scenes/s"
+        f"  {result['kib_per_scene']:.1f} KiB/scene  random read {read_ms:.2f} ms/scene",
+        flush=True,
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--copies", type=int, default=1000, help="AV2 fixture copies")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--scenes-per-part", type=int, default=64)
+    parser.add_argument("--work-dir", type=Path, default=None, help="default: a temp dir, removed afterwards")
+    parser.add_argument("--out", type=Path, default=REPO / "bench_out" / "bench_convert.json")
+    args = parser.parse_args()
+    if not AV2_FIXTURE.exists():
+        raise SystemExit(f"{AV2_FIXTURE} not found: this benchmark needs ../shared beside the repository")
+
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_convert_"))
+    results: list[dict[str, object]] = []
+    try:
+        raw = work / "av2_raw"
+        if not (raw / "val").exists() or len(list((raw / "val").iterdir())) != args.copies:
+            shutil.rmtree(raw, ignore_errors=True)
+            print(f"writing {args.copies} copies of the AV2 fixture to {raw} ...", flush=True)
+            replicate_av2_scenario(AV2_FIXTURE, raw, "val", args.copies)
+        first = sorted(p.name for p in (raw / "val").iterdir())[0]
+        breakdown = av2_stage_breakdown(raw, first)
+        print("AV2 single-core stage medians (ms):", breakdown, flush=True)
+        for w in args.workers:
+            results.append(run_case("av2_fixture", Av2Converter(raw, "val"), work / "cache" / f"av2_w{w}", w, args.scenes_per_part))
+        if AV1_ROOT.exists():
+            from smartpretrain.data.converters.av1 import Av1Converter
+
+            for w in args.workers:
+                results.append(
+                    run_case("av1_val", Av1Converter(AV1_ROOT, "val"), work / "cache" / f"av1_w{w}", w, args.scenes_per_part)
+                )
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    report = {
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "reference": REFERENCE,
+        "targets": {"ms_per_scene_per_core": 4.0, "kib_per_scene": 64.0},
+        "av2_stage_breakdown_ms": breakdown,
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
