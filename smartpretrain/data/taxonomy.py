@@ -154,3 +154,16 @@ def lookup(table: dict[str, IntEnum], label: str, default: IntEnum) -> tuple[Int
     """Map ``label`` through ``table``; returns ``(value, known)`` so callers can count unknown labels."""
     value = table.get(label)
     return (default, False) if value is None else (value, True)
+
+
+def render_markdown() -> str:
+    """The unified enums and every dataset's mapping table as Markdown (kept in sync in docs/data_format.md)."""
+    out: list[str] = []
+    for enum in (AgentType, AgentRole, PolygonType, Intersection, LineType, Side, EdgeType):
+        out.append(f"**{enum.__name__}**: " + ", ".join(f"{m.value} `{m.name}`" for m in enum) + "\n")
+    for title, table in MAPPING_TABLES.items():
+        source, target = title.split(" -> ")
+        out.append(f"\n| {source} | {target} |\n|---|---|")
+        out += [f"| `{label}` | `{value.name}` ({int(value)}) |" for label, value in table.items()]
+        out.append("| anything else | " + ("`UNKNOWN` (9), counted as a repair |" if target == "AgentType" else "scene dropped (`bad_map` / `corrupt_file`) |"))
+    return "\n".join(out) + "\n"
