@@ -118,13 +118,17 @@ def main() -> None:
         breakdown = av2_stage_breakdown(raw, first)
         print("AV2 single-core stage medians (ms):", breakdown, flush=True)
         for w in args.workers:
-            results.append(run_case("av2_fixture", Av2Converter(raw, "val"), work / "cache" / f"av2_w{w}", w, args.scenes_per_part))
+            results.append(
+                run_case("av2_fixture", Av2Converter(raw, "val"), work / "cache" / f"av2_w{w}", w, args.scenes_per_part)
+            )
         if AV1_ROOT.exists():
             from smartpretrain.data.converters.av1 import Av1Converter
 
             for w in args.workers:
                 results.append(
-                    run_case("av1_val", Av1Converter(AV1_ROOT, "val"), work / "cache" / f"av1_w{w}", w, args.scenes_per_part)
+                    run_case(
+                        "av1_val", Av1Converter(AV1_ROOT, "val"), work / "cache" / f"av1_w{w}", w, args.scenes_per_part
+                    )
                 )
     finally:
         if args.work_dir is None:

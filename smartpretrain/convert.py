@@ -1,7 +1,7 @@
 """Convert a raw dataset split into the scene cache.
 
-    python -m smartpretrain.convert data=av2 data.raw_root=/data/av2 data.split=val cache_root=cache num_workers=8
-    python -m smartpretrain.convert data=av1 data.raw_root=/data/av1 data.split=train shard=0/4
+python -m smartpretrain.convert data=av2 data.raw_root=/data/av2 data.split=val cache_root=cache num_workers=8
+python -m smartpretrain.convert data=av1 data.raw_root=/data/av1 data.split=train shard=0/4
 """
 
 from __future__ import annotations

@@ -346,7 +346,11 @@ class SceneCache(Sequence[Scene]):
 
     def read_record(self, index: int) -> bytes:
         """The compressed record of scene ``index``."""
-        part, offset, length = int(self._index.part[index]), int(self._index.offset[index]), int(self._index.length[index])
+        part, offset, length = (
+            int(self._index.part[index]),
+            int(self._index.offset[index]),
+            int(self._index.length[index]),
+        )
         blob = os.pread(self._fd(part), length, offset)
         if len(blob) != length:
             raise CacheError(f"{self.path / part_name(part)}: truncated record {index} at offset {offset}")
@@ -400,5 +404,5 @@ class SceneCache(Sequence[Scene]):
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
+        except Exception:
             pass

@@ -84,7 +84,7 @@ def _convert_unit(task: tuple[SceneConverter, int, list[str], Path, bool, int]) 
                 raise StrictModeError(f"strict=true: {exc}") from exc
             dropped.append({"item": item, "file": exc.path, "reason": exc.reason.value, "message": exc.detail})
             continue
-        except Exception as exc:  # noqa: BLE001 - a converter bug must not kill the whole run; it is reported
+        except Exception as exc:
             if strict:
                 raise
             path = str(converter.item_path(item))
@@ -94,7 +94,9 @@ def _convert_unit(task: tuple[SceneConverter, int, list[str], Path, bool, int]) 
         if result.repairs and strict:
             r = result.repairs[0]
             raise StrictModeError(f"strict=true: {r.path}: {r.kind.value}: {r.detail}")
-        repairs += [{"kind": r.kind.value, "file": r.path, "detail": r.detail, "count": r.count} for r in result.repairs]
+        repairs += [
+            {"kind": r.kind.value, "file": r.path, "detail": r.detail, "count": r.count} for r in result.repairs
+        ]
         records.append((result.scene.scenario_id, encode_scene(result.scene, level)))
     footer = {
         "unit": unit,
@@ -178,12 +180,20 @@ def convert_split(converter: SceneConverter, out_dir: str | Path, settings: Conv
     skipped = len(mine) - len(todo)
     log.info(
         "%s/%s: %d raw items in %d units; shard %s has %d units, %d already done",
-        converter.dataset.value, converter.split, len(items), len(units), settings.shard, len(mine), skipped,
+        converter.dataset.value,
+        converter.split,
+        len(items),
+        len(units),
+        settings.shard,
+        len(mine),
+        skipped,
     )
     tasks = [(converter, u, units[u], out_dir, settings.strict, settings.compression_level) for u in todo]
     total = sum(len(units[u]) for u in todo)
     run_cpu = 0.0
-    with tqdm(total=total, unit="scene", disable=not settings.progress, desc=f"convert {converter.dataset.value}") as bar:
+    with tqdm(
+        total=total, unit="scene", disable=not settings.progress, desc=f"convert {converter.dataset.value}"
+    ) as bar:
         for footer in _run_units(tasks, settings.num_workers, bar):
             run_cpu += footer["cpu_seconds"]
             for d in footer["dropped"]:

@@ -163,7 +163,8 @@ class Scene:
                 raise SceneValidationError(f"{self.scenario_id}: {name} is missing")
             if arr.shape != shape or arr.dtype != np.dtype(dtype):
                 raise SceneValidationError(
-                    f"{self.scenario_id}: {name} has shape {arr.shape} dtype {arr.dtype}, expected {shape} {np.dtype(dtype)}"
+                    f"{self.scenario_id}: {name} has shape {arr.shape} dtype {arr.dtype}, "
+                    f"expected {shape} {np.dtype(dtype)}"
                 )
 
         if not 0 <= self.current_step < t:
@@ -179,7 +180,9 @@ class Scene:
         if a.size is not None:
             check("agents.size", a.size, (n, 3), np.float32)
         if int((a.role == AgentRole.FOCAL).sum()) != 1:
-            raise SceneValidationError(f"{self.scenario_id}: expected exactly one focal agent, got {(a.role == AgentRole.FOCAL).sum()}")
+            raise SceneValidationError(
+                f"{self.scenario_id}: expected exactly one focal agent, got {(a.role == AgentRole.FOCAL).sum()}"
+            )
         for name in ("position", "heading", "velocity"):
             if not np.isfinite(getattr(a, name)).all():
                 raise SceneValidationError(f"{self.scenario_id}: agents.{name} has non-finite values")

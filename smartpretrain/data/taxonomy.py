@@ -165,5 +165,12 @@ def render_markdown() -> str:
         source, target = title.split(" -> ")
         out.append(f"\n| {source} | {target} |\n|---|---|")
         out += [f"| `{label}` | `{value.name}` ({int(value)}) |" for label, value in table.items()]
-        out.append("| anything else | " + ("`UNKNOWN` (9), counted as a repair |" if target == "AgentType" else "scene dropped (`bad_map` / `corrupt_file`) |"))
+        out.append(
+            "| anything else | "
+            + (
+                "`UNKNOWN` (9), counted as a repair |"
+                if target == "AgentType"
+                else "scene dropped (`bad_map` / `corrupt_file`) |"
+            )
+        )
     return "\n".join(out) + "\n"

@@ -46,7 +46,9 @@ def test_fixture_tracks_match_parquet(converted, av2_fixture_dir: Path) -> None:
     pos = scene.agents.position[rows, steps, :2].astype(np.float64) + scene.origin[:2]
     np.testing.assert_allclose(pos, df[["position_x", "position_y"]].to_numpy(), atol=1e-3, rtol=0)
     np.testing.assert_allclose(scene.agents.heading[rows, steps], df["heading"].to_numpy(), atol=1e-6)
-    np.testing.assert_allclose(scene.agents.velocity[rows, steps], df[["velocity_x", "velocity_y"]].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        scene.agents.velocity[rows, steps], df[["velocity_x", "velocity_y"]].to_numpy(), atol=1e-5
+    )
     # the origin is the focal agent at the current step
     np.testing.assert_allclose(scene.agents.position[scene.focal_index, 49], 0.0, atol=1e-6)
 
@@ -85,7 +87,7 @@ def test_fixture_map_agrees_with_av2_map_api(converted, av2_fixture_dir: Path) -
         lane = static_map.vector_lane_segments[lane_id]
         np.testing.assert_allclose(line(k, Side.LEFT), lane.left_lane_boundary.xyz, atol=1e-3, rtol=0)
         np.testing.assert_allclose(line(k, Side.RIGHT), lane.right_lane_boundary.xyz, atol=1e-3, rtol=0)
-        left_type = m.polyline_type[[x for x in m.polylines_of(k) if m.polyline_side[x] == Side.LEFT][0]]
+        left_type = m.polyline_type[next(x for x in m.polylines_of(k) if m.polyline_side[x] == Side.LEFT)]
         assert LineType(left_type).name == lane.left_mark_type.value
         assert bool(m.polygon_is_intersection[k]) == lane.is_intersection
         assert PolygonType(m.polygon_type[k]).name.split("_")[0] == lane.lane_type.value
@@ -149,25 +151,28 @@ BAD_CASES = {
     "truncated": (lambda p, i: p.write_bytes(p.read_bytes()[:1000]), DropReason.CORRUPT_FILE),
     "garbage": (lambda p, i: p.write_bytes(b"not a parquet file at all" * 40), DropReason.CORRUPT_FILE),
     "missing_map": (lambda p, i: (p.parent / f"log_map_archive_{i}.json").unlink(), DropReason.MISSING_FILE),
-    "bad_map": (lambda p, i: (p.parent / f"log_map_archive_{i}.json").write_text("{\"lane_"), DropReason.BAD_MAP),
+    "bad_map": (lambda p, i: (p.parent / f"log_map_archive_{i}.json").write_text('{"lane_'), DropReason.BAD_MAP),
     "missing_columns": (lambda p, i: _rewrite(p, lambda t: t.drop(["heading"])), DropReason.MISSING_COLUMNS),
     "empty": (lambda p, i: _rewrite(p, lambda t: t.slice(0, 0)), DropReason.EMPTY_FILE),
     "nan": (
-        lambda p, i: _rewrite(p, lambda t: _set_column(t, "position_x", [np.nan] + t["position_x"].to_pylist()[1:])),
+        lambda p, i: _rewrite(p, lambda t: _set_column(t, "position_x", [np.nan, *t["position_x"].to_pylist()[1:]])),
         DropReason.NON_FINITE_VALUES,
     ),
     "no_focal": (
         lambda p, i: _rewrite(p, lambda t: _set_column(t, "focal_track_id", ["nobody"] * t.num_rows)),
         DropReason.NO_FOCAL_AGENT,
     ),
-    "duplicate_rows": (lambda p, i: _rewrite(p, lambda t: pa.concat_tables([t, t.slice(5, 1)])), DropReason.DUPLICATE_ROWS),
+    "duplicate_rows": (
+        lambda p, i: _rewrite(p, lambda t: pa.concat_tables([t, t.slice(5, 1)])),
+        DropReason.DUPLICATE_ROWS,
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
 def test_bad_input_is_reported(case: str, tmp_path: Path, av2_fixture_dir: Path) -> None:
     mutate, reason = BAD_CASES[case]
-    converter, new_id, parquet = _copy_with(tmp_path, av2_fixture_dir, mutate)
+    converter, new_id, _parquet = _copy_with(tmp_path, av2_fixture_dir, mutate)
     with pytest.raises(ConversionError) as info:
         converter.convert(new_id)
     assert info.value.reason == reason
@@ -177,7 +182,7 @@ def test_bad_input_is_reported(case: str, tmp_path: Path, av2_fixture_dir: Path)
 
 def test_unknown_object_type_becomes_unknown(tmp_path: Path, av2_fixture_dir: Path) -> None:
     def mutate(p: Path, _: str) -> None:
-        _rewrite(p, lambda t: _set_column(t, "object_type", ["hovercraft"] + t["object_type"].to_pylist()[1:]))
+        _rewrite(p, lambda t: _set_column(t, "object_type", ["hovercraft", *t["object_type"].to_pylist()[1:]]))
 
     converter, new_id, parquet = _copy_with(tmp_path, av2_fixture_dir, mutate)
     result = converter.convert(new_id)

@@ -21,7 +21,12 @@ from tests.conftest import AV2_FIXTURE_ID, AV2_FIXTURE_ROOT
 
 def assert_scenes_equal(a: Scene, b: Scene) -> None:
     assert (a.scenario_id, a.dataset, a.city, a.num_steps, a.current_step, a.dt) == (
-        b.scenario_id, b.dataset, b.city, b.num_steps, b.current_step, b.dt,
+        b.scenario_id,
+        b.dataset,
+        b.city,
+        b.num_steps,
+        b.current_step,
+        b.dt,
     )
     np.testing.assert_array_equal(a.origin, b.origin)
     assert a.agents.ids == b.agents.ids
@@ -52,7 +57,9 @@ def test_round_trip_is_exact(fixture_scene: Scene) -> None:
 
 def test_round_trip_with_sizes_and_empty_map(fixture_scene: Scene) -> None:
     rng = np.random.default_rng(1)
-    agents = replace(fixture_scene.agents, size=rng.uniform(0.5, 5, (fixture_scene.agents.num_agents, 3)).astype(np.float32))
+    agents = replace(
+        fixture_scene.agents, size=rng.uniform(0.5, 5, (fixture_scene.agents.num_agents, 3)).astype(np.float32)
+    )
     scene = replace(fixture_scene, agents=agents, map=MapData.empty())
     assert_scenes_equal(decode_scene(encode_scene(scene)), scene)
 
@@ -104,22 +111,22 @@ def test_dataloader_workers_read_the_cache(small_cache: Path) -> None:
 
 def test_schema_version_mismatch_is_clear(small_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cache_mod, "SCHEMA_VERSION", cache_mod.SCHEMA_VERSION + 1)
-    with pytest.raises(SchemaVersionError, match="schema version 1.*reads version 2.*overwrite=true"):
+    with pytest.raises(SchemaVersionError, match=r"schema version 1.*reads version 2.*overwrite=true"):
         SceneCache(small_cache)
     with pytest.raises(SchemaVersionError, match="schema version"):
         cache_mod.read_part_footer(next(small_cache.glob("part-*.spc")))
 
 
 def test_missing_cache_and_corrupt_record_are_named(small_cache: Path, tmp_path: Path) -> None:
-    with pytest.raises(CacheError, match="no index.parquet"):
+    with pytest.raises(CacheError, match=r"no index\.parquet"):
         SceneCache(tmp_path / "nowhere")
     part = small_cache / "part-000001.spc"
     data = bytearray(part.read_bytes())
     data[20:60] = b"\x00" * 40  # inside the first record of the part
     part.write_bytes(bytes(data))
     cache = SceneCache(small_cache)
-    with pytest.raises(CacheError, match="part-000001.spc: corrupt record"):
+    with pytest.raises(CacheError, match=r"part-000001\.spc: corrupt record"):
         cache[2]
     part.write_bytes(bytes(data[:100]))
-    with pytest.raises(CacheError, match="part-000001.spc"):
+    with pytest.raises(CacheError, match=r"part-000001\.spc"):
         cache_mod.read_part_footer(part)

@@ -44,7 +44,9 @@ def test_manifest_accounts_for_every_item(raw_root: Path, tmp_path: Path) -> Non
     import pyarrow as pa
 
     i = table.schema.get_field_index("object_type")
-    pq.write_table(table.set_column(i, "object_type", pa.array(types)), raw_root / "val" / ids[9] / f"scenario_{ids[9]}.parquet")
+    pq.write_table(
+        table.set_column(i, "object_type", pa.array(types)), raw_root / "val" / ids[9] / f"scenario_{ids[9]}.parquet"
+    )
 
     out = tmp_path / "cache"
     manifest = convert_split(Av2Converter(raw_root, "val"), out, _settings())
@@ -121,8 +123,16 @@ def test_kill_then_rerun_gives_complete_cache(tmp_path: Path) -> None:
     replicate_av2_scenario(AV2_FIXTURE_ROOT / "val" / AV2_FIXTURE_ID, raw, "val", 240)
     cache_root = tmp_path / "cache"
     cmd = [
-        sys.executable, "-m", "smartpretrain.convert", "data=av2", f"data.raw_root={raw}", "data.split=val",
-        f"cache_root={cache_root}", "scenes_per_part=2", "progress=false", "num_workers=1",
+        sys.executable,
+        "-m",
+        "smartpretrain.convert",
+        "data=av2",
+        f"data.raw_root={raw}",
+        "data.split=val",
+        f"cache_root={cache_root}",
+        "scenes_per_part=2",
+        "progress=false",
+        "num_workers=1",
     ]
     out = cache_root / "av2" / "val"
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -185,20 +185,27 @@ class Av2Converter(SceneConverter):
             agent_type[i] = value
         role = categories[first_row]
         if np.any((role < AgentRole.FRAGMENT) | (role > AgentRole.FOCAL)):
-            raise ConversionError(DropReason.CORRUPT_FILE, path, f"object_category outside 0-3: {np.unique(role)}", item)
+            raise ConversionError(
+                DropReason.CORRUPT_FILE, path, f"object_category outside 0-3: {np.unique(role)}", item
+            )
         role = role.astype(np.int8)
         if focal_id not in track_ids:
             raise ConversionError(DropReason.NO_FOCAL_AGENT, path, f"focal_track_id {focal_id!r} has no rows", item)
         focal = track_ids.index(focal_id)
         num_focal = int((role == AgentRole.FOCAL).sum())
         if num_focal > 1:
-            raise ConversionError(DropReason.MULTIPLE_FOCAL_AGENTS, path, f"{num_focal} tracks have category FOCAL", item)
+            raise ConversionError(
+                DropReason.MULTIPLE_FOCAL_AGENTS, path, f"{num_focal} tracks have category FOCAL", item
+            )
         role[focal] = AgentRole.FOCAL
 
         valid = valid.reshape(n, t)
         if not valid[focal, self.current_step]:
             raise ConversionError(
-                DropReason.NO_FOCAL_AGENT, path, f"focal track {focal_id!r} unobserved at step {self.current_step}", item
+                DropReason.NO_FOCAL_AGENT,
+                path,
+                f"focal track {focal_id!r} unobserved at step {self.current_step}",
+                item,
             )
         origin_xy = xy[np.flatnonzero(flat == focal * t + self.current_step)[0]]
         origin = np.array([origin_xy[0], origin_xy[1], 0.0], dtype=np.float64)
@@ -238,9 +245,7 @@ def crosswalk_centerline(edge1: np.ndarray, edge2: np.ndarray) -> np.ndarray:
     return (edge1 + edge2) / 2.0
 
 
-def read_av2_map(
-    path: Path, origin: np.ndarray, scenario_id: str | None = None, raw: bytes | None = None
-) -> MapData:
+def read_av2_map(path: Path, origin: np.ndarray, scenario_id: str | None = None, raw: bytes | None = None) -> MapData:
     """Read an AV2 ``log_map_archive_*.json`` into :class:`MapData` relative to ``origin``.
 
     Polygons: the lane segments in file order, then the pedestrian crossings in file order. Topology edges
