@@ -98,6 +98,7 @@ def run_case(name: str, converter, out_dir: Path, workers: int, scenes_per_part:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=1000, help="AV2 fixture copies")
+    parser.add_argument("--synthetic", type=int, default=1000, help="synthetic AV2-format scenes (0: skip)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--scenes-per-part", type=int, default=64)
     parser.add_argument("--work-dir", type=Path, default=None, help="default: a temp dir, removed afterwards")
@@ -121,6 +122,17 @@ def main() -> None:
             results.append(
                 run_case("av2_fixture", Av2Converter(raw, "val"), work / "cache" / f"av2_w{w}", w, args.scenes_per_part)
             )
+        if args.synthetic:
+            from smartpretrain.data.synthetic import generate_av2
+
+            synth = work / "synthetic_raw"
+            if not (synth / "val").exists() or len(list((synth / "val").iterdir())) != args.synthetic:
+                shutil.rmtree(synth, ignore_errors=True)
+                print(f"generating {args.synthetic} synthetic AV2-format scenes in {synth} ...", flush=True)
+                generate_av2(synth, "val", args.synthetic, seed=0)
+            for w in args.workers:
+                out = work / "cache" / f"synth_w{w}"
+                results.append(run_case("av2_synthetic", Av2Converter(synth, "val"), out, w, args.scenes_per_part))
         if AV1_ROOT.exists():
             from smartpretrain.data.converters.av1 import Av1Converter
 

@@ -12,7 +12,7 @@ import pytest
 from av2.datasets.motion_forecasting.scenario_serialization import load_argoverse_scenario_parquet
 from av2.map.map_api import ArgoverseStaticMap
 
-from smartpretrain.data.converters.av2 import Av2Converter
+from smartpretrain.data.converters.av2 import Av2Converter, first_appearance_codes
 from smartpretrain.data.converters.base import ConversionError, DropReason, RepairKind
 from smartpretrain.data.replicate import replicate_av2_scenario
 from smartpretrain.data.taxonomy import AgentRole, AgentType, EdgeType, LineType, PolygonType, Side
@@ -206,3 +206,18 @@ def test_rows_out_of_order_give_the_same_scene(tmp_path: Path, av2_fixture_dir: 
     order = [result.scene.agents.ids.index(t) for t in reference.agents.ids]
     np.testing.assert_array_equal(result.scene.agents.position[order], reference.agents.position)
     np.testing.assert_array_equal(result.scene.agents.valid[order], reference.agents.valid)
+
+
+def test_first_appearance_codes_any_dictionary_order() -> None:
+    chunked = pa.chunked_array(
+        [pa.array(["b", "a", "b"]).dictionary_encode(), pa.array(["c", "a"]).dictionary_encode()]
+    )
+    values, codes = first_appearance_codes(chunked)
+    assert values == ["b", "a", "c"] and codes.tolist() == [0, 1, 0, 2, 1]
+    shuffled = pa.DictionaryArray.from_arrays(pa.array([2, 0, 2, 1]), pa.array(["x", "y", "z"]))
+    values, codes = first_appearance_codes(pa.chunked_array([shuffled]))
+    assert values == ["z", "x", "y"] and codes.tolist() == [0, 1, 0, 2]
+    values, codes = first_appearance_codes(pa.chunked_array([pa.array(["q", "p", "q"])]))
+    assert values == ["q", "p"] and codes.tolist() == [0, 1, 0]
+    with pytest.raises(ValueError, match="null"):
+        first_appearance_codes(pa.chunked_array([pa.array(["q", None])]))

@@ -52,7 +52,6 @@ from smartpretrain.data.taxonomy import (
 )
 
 AV2_COLUMNS = (
-    "observed",
     "track_id",
     "object_type",
     "object_category",
@@ -67,6 +66,8 @@ AV2_COLUMNS = (
     "focal_track_id",
     "city",
 )
+# String columns read as dictionaries: parquet stores them dictionary-encoded, so no per-row strings are built.
+_DICTIONARY_COLUMNS = ("track_id", "object_type", "scenario_id", "focal_track_id", "city")
 AV2_NUM_STEPS = 110
 AV2_CURRENT_STEP = 49
 SDC_TRACK_ID = "AV"
@@ -120,7 +121,7 @@ class Av2Converter(SceneConverter):
         self, path: Path, item: str, repairs: list[Repair]
     ) -> tuple[dict[str, Any], AgentTracks, np.ndarray]:
         try:
-            parquet = pq.ParquetFile(path)
+            parquet = pq.ParquetFile(path, read_dictionary=_DICTIONARY_COLUMNS)
             names = set(parquet.schema_arrow.names)
             missing = [c for c in AV2_COLUMNS if c not in names]
             if missing:
@@ -133,23 +134,29 @@ class Av2Converter(SceneConverter):
         if table.num_rows == 0:
             raise ConversionError(DropReason.EMPTY_FILE, path, "scenario table has no rows", item)
 
+        def codes(name: str) -> tuple[list[Any], np.ndarray]:
+            try:
+                return first_appearance_codes(table.column(name))
+            except ValueError as exc:
+                raise ConversionError(DropReason.CORRUPT_FILE, path, f"column {name!r}: {exc}", item) from exc
+
         def scalar(name: str) -> Any:
-            column = table.column(name)
-            first = column[0].as_py()
-            if pc.any(pc.not_equal(column, first)).as_py():
+            values, _ = codes(name)
+            if len(values) != 1:
                 raise ConversionError(DropReason.CORRUPT_FILE, path, f"column {name!r} is not constant", item)
-            return first
+            return values[0]
 
         scenario_id = str(scalar("scenario_id"))
-        num_steps = int(scalar("num_timestamps"))
         focal_id = str(scalar("focal_track_id"))
         city = str(scalar("city"))
+        num_timestamps = table.column("num_timestamps").to_numpy()
+        if num_timestamps.min() != num_timestamps.max():
+            raise ConversionError(DropReason.CORRUPT_FILE, path, "column 'num_timestamps' is not constant", item)
+        num_steps = int(num_timestamps[0])
         if scenario_id != item:
             raise ConversionError(DropReason.CORRUPT_FILE, path, f"scenario_id {scenario_id!r} != folder name", item)
 
-        encoded = pc.dictionary_encode(table.column("track_id")).combine_chunks()
-        track_ids: list[str] = encoded.dictionary.to_pylist()
-        track = encoded.indices.to_numpy().astype(np.int64)
+        track_ids, track = codes("track_id")
         step = table.column("timestep").to_numpy()
         n, t = len(track_ids), num_steps
         if step.min() < 0 or step.max() >= t:
@@ -174,7 +181,8 @@ class Av2Converter(SceneConverter):
         # Per-track attributes from each track's first row.
         first_row = np.full(n, len(track), dtype=np.int64)
         np.minimum.at(first_row, track, np.arange(len(track)))
-        raw_types = table.column("object_type").take(pa.array(first_row)).to_pylist()
+        type_labels, type_codes = codes("object_type")
+        raw_types = [type_labels[c] for c in type_codes[first_row]]
         categories = table.column("object_category").to_numpy()
         agent_type = np.empty(n, np.int8)
         for i, label in enumerate(raw_types):
@@ -231,6 +239,28 @@ class Av2Converter(SceneConverter):
 
 
 _XYZ = operator.itemgetter("x", "y", "z")
+
+
+def first_appearance_codes(column: pa.ChunkedArray) -> tuple[list[Any], np.ndarray]:
+    """Distinct values of a column in order of first appearance, and each row's int64 code into them.
+
+    Works from the dictionary parquet already holds (``read_dictionary``) whatever its internal order, and
+    falls back to hashing for multi-chunk or plain columns. Nulls are refused (``ValueError``).
+    """
+    if column.null_count:
+        raise ValueError(f"{column.null_count} null values")
+    if column.num_chunks == 1 and pa.types.is_dictionary(column.type):
+        array = column.chunk(0)
+    else:
+        plain = column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+        array = pc.dictionary_encode(plain).combine_chunks()
+    values = array.dictionary.to_pylist()
+    raw = array.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    used, first = np.unique(raw, return_index=True)
+    order = used[np.argsort(first, kind="stable")]
+    remap = np.empty(len(values), np.int64)
+    remap[order] = np.arange(len(order))
+    return [values[c] for c in order], remap[raw]
 
 
 def _xyz(points: list[dict[str, float]]) -> np.ndarray:
