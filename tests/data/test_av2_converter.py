@@ -147,7 +147,15 @@ def _set_column(table: pa.Table, name: str, values) -> pa.Table:
     return table.set_column(i, name, pa.array(values, table.schema.field(name).type))
 
 
+def _break_topology(parquet: Path, scenario_id: str) -> None:
+    map_path = parquet.parent / f"log_map_archive_{scenario_id}.json"
+    data = json.loads(map_path.read_text())
+    next(iter(data["lane_segments"].values()))["predecessors"] = ["not-a-lane-id"]
+    map_path.write_text(json.dumps(data))
+
+
 BAD_CASES = {
+    "bad_topology": (_break_topology, DropReason.BAD_MAP),
     "truncated": (lambda p, i: p.write_bytes(p.read_bytes()[:1000]), DropReason.CORRUPT_FILE),
     "garbage": (lambda p, i: p.write_bytes(b"not a parquet file at all" * 40), DropReason.CORRUPT_FILE),
     "missing_map": (lambda p, i: (p.parent / f"log_map_archive_{i}.json").unlink(), DropReason.MISSING_FILE),

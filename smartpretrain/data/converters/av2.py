@@ -347,21 +347,24 @@ def read_av2_map(path: Path, origin: np.ndarray, scenario_id: str | None = None,
     else:
         points[:] = flat.reshape(-1, 3)
 
+    # Topology: (other lane id, this lane, relation) for every listed relation; kept when the other lane is local.
+    relations = [
+        (other, k, kind)
+        for k, lane in enumerate(lanes)
+        for kind, others in (
+            (EdgeType.PRED, lane.get("predecessors") or ()),
+            (EdgeType.SUCC, lane.get("successors") or ()),
+            (EdgeType.LEFT, () if lane.get("left_neighbor_id") is None else (lane["left_neighbor_id"],)),
+            (EdgeType.RIGHT, () if lane.get("right_neighbor_id") is None else (lane["right_neighbor_id"],)),
+        )
+        for other in others
+    ]
     position = {lane_id: k for k, lane_id in enumerate(ids[: len(lanes)])}
-    src: list[int] = []
-    dst: list[int] = []
-    etype: list[int] = []
-    for k, lane in enumerate(lanes):
-        for key, kind in (("predecessors", EdgeType.PRED), ("successors", EdgeType.SUCC)):
-            for other in lane.get(key) or ():
-                j = position.get(int(other))
-                if j is not None:
-                    src.append(j), dst.append(k), etype.append(kind)
-        for key, kind in (("left_neighbor_id", EdgeType.LEFT), ("right_neighbor_id", EdgeType.RIGHT)):
-            other = lane.get(key)
-            j = position.get(int(other)) if other is not None else None
-            if j is not None:
-                src.append(j), dst.append(k), etype.append(kind)
+    try:
+        edges = [(j, k, kind) for other, k, kind in relations if (j := position.get(int(other))) is not None]
+    except (TypeError, ValueError) as exc:
+        raise ConversionError(DropReason.BAD_MAP, path, f"malformed lane topology: {exc!r}", scenario_id) from exc
+    edge_array = np.asarray(edges, np.int64).reshape(-1, 3)
 
     if not np.isfinite(points).all():
         raise ConversionError(DropReason.BAD_MAP, path, "NaN/inf map coordinates", scenario_id)
@@ -374,6 +377,6 @@ def read_av2_map(path: Path, origin: np.ndarray, scenario_id: str | None = None,
         polyline_type=np.asarray(line_type, np.int8),
         polyline_offsets=offsets,
         points=(points - origin).astype(np.float32),
-        edge_index=np.asarray([src, dst], np.int32).reshape(2, -1),
-        edge_type=np.asarray(etype, np.int8),
+        edge_index=np.ascontiguousarray(edge_array[:, :2].T, dtype=np.int32),
+        edge_type=edge_array[:, 2].astype(np.int8),
     )
