@@ -657,3 +657,37 @@ def test_bad_map_files(tmp_path: Path, name: str, text: str, fragment: str) -> N
         with pytest.raises(ConversionError) as err:
             convert_rows(tmp_path, focal_near_lanes_rows(), map_root=tmp_path / "maps")
         assert err.value.reason == DropReason.BAD_MAP and err.value.path == str(path)
+
+
+def test_manifest_counts_every_bad_input_by_reason(tmp_path: Path) -> None:
+    """One split holding every bad case, two good files, an unknown type and shuffled rows: the manifest
+    accounts for each file under its reason, the repairs are counted, and conversion went past all of them."""
+    from collections import Counter
+
+    from smartpretrain.data.conversion import ConversionSettings, convert_split
+
+    folder = tmp_path / "val" / "data"
+    folder.mkdir(parents=True)
+    expected: dict[str, list[str]] = {}
+    for k, case in enumerate(sorted(BAD_CASES), start=100):
+        reason, content, _ = BAD_CASES[case]
+        path = folder / f"{k}.csv"
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+        expected.setdefault(reason.value, []).append(str(path.absolute()))
+    good = simple_rows(frame_times())
+    write_csv(tmp_path, good, name="1.csv")
+    ufo = [(r[0], "ufo-1", "SAUCER", 1.0, 2.0, "PIT") for r in good[:30:3]]
+    write_csv(tmp_path, sorted([*good, *ufo], key=lambda r: r[0]), name="2.csv")
+    write_csv(tmp_path, list(reversed(good)), name="3.csv")
+
+    manifest = convert_split(
+        Av1Converter(tmp_path, "val"), tmp_path / "cache", ConversionSettings(scenes_per_part=4, progress=False)
+    )
+    assert manifest["num_raw_items"] == len(BAD_CASES) + 3 and manifest["num_scenes"] == 3
+    assert manifest["dropped_by_reason"] == dict(Counter({r: len(f) for r, f in expected.items()}))
+    for reason, files in expected.items():
+        assert sorted(d["file"] for d in manifest["dropped"][reason]) == sorted(files)
+        assert all(d["message"] for d in manifest["dropped"][reason])
+    assert manifest["repairs"]["unknown_object_type"]["count"] == 1
+    assert list(manifest["repairs"]["unknown_object_type"]["files"]) == [str((folder / "2.csv").absolute())]
+    assert list(manifest["repairs"]["rows_out_of_order"]["files"]) == [str((folder / "3.csv").absolute())]
