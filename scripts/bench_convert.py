@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from av2.datasets.motion_forecasting.scenario_serialization import load_argoverse_scenario_parquet
+from av2.map.map_api import ArgoverseStaticMap
 
 from smartpretrain.data.cache import SceneCache, encode_scene
 from smartpretrain.data.conversion import ConversionSettings, convert_split
@@ -45,6 +47,12 @@ def _median_ms(fn, repeat: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def _av2_map_objects(map_path: Path) -> None:
+    static_map = ArgoverseStaticMap.from_json(map_path)
+    for lane_id in static_map.get_scenario_lane_segment_ids():
+        static_map.get_lane_segment_centerline(lane_id)
+
+
 def av2_stage_breakdown(raw_root: Path, item: str, repeat: int = 200) -> dict[str, float]:
     """Single-core median ms of each conversion stage for one AV2 scenario."""
     converter = Av2Converter(raw_root, "val")
@@ -55,6 +63,11 @@ def av2_stage_breakdown(raw_root: Path, item: str, repeat: int = 200) -> dict[st
         "map_json": _median_ms(lambda: read_av2_map(map_path, scene.origin), repeat),
         "convert_total": _median_ms(lambda: converter.convert(item), repeat),
         "encode_zstd": _median_ms(lambda: encode_scene(scene), repeat),
+        # the av2 package's object readers, for comparison (what a naive converter would call)
+        "av2_load_argoverse_scenario_parquet": _median_ms(
+            lambda: load_argoverse_scenario_parquet(converter.item_path(item)), 30
+        ),
+        "av2_static_map_from_json_and_centerlines": _median_ms(lambda: _av2_map_objects(map_path), 30),
     }
     return {k: round(v, 3) for k, v in stages.items()}
 
