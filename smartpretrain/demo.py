@@ -9,6 +9,7 @@ Runs on a laptop CPU in about a minute. Later stages (pre-training, fine-tuning)
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from smartpretrain import convert
-from smartpretrain.data.cache import SceneCache
+from smartpretrain.data.cache import SceneCache, atomic_write_text
 from smartpretrain.data.synthetic import generate_av1, generate_av2
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -45,9 +46,11 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"[1/3] generating {args.av2_scenes} AV2-format and {args.av1_scenes} AV1-format synthetic scenes in {raw}")
     val_av2 = max(args.av2_scenes // 5, 1)
-    generate_av2(raw / "av2", "train", args.av2_scenes - val_av2, seed=args.seed)
-    generate_av2(raw / "av2", "val", val_av2, seed=args.seed + 1)
-    generate_av1(raw / "av1", "val", args.av1_scenes, seed=args.seed, with_map=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "demo_config.json", json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2))
+    generate_av2(raw / "av2", "train", args.av2_scenes - val_av2, seed=args.seed, progress=True)
+    generate_av2(raw / "av2", "val", val_av2, seed=args.seed + 1, progress=True)
+    generate_av1(raw / "av1", "val", args.av1_scenes, seed=args.seed, with_map=True, progress=True)
 
     print("[2/3] converting into the scene cache (python -m smartpretrain.convert ...)")
     common = [f"cache_root={cache_root}", f"num_workers={args.workers}", "scenes_per_part=32"]

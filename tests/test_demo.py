@@ -15,6 +15,7 @@ def test_demo_runs_and_resumes(tmp_path: Path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "av2/train: 8 scenes in cache" in printed and "av1/val: 4 scenes in cache" in printed
     assert (out / "scene.png").stat().st_size > 10_000
+    assert json.loads((out / "demo_config.json").read_text())["seed"] == "0"
     for split, n in (("av2/train", 8), ("av2/val", 2), ("av1/val", 4)):
         manifest = json.loads((out / "cache" / split / "manifest.json").read_text())
         assert manifest["num_scenes"] == n and manifest["num_dropped"] == 0 and manifest["complete"]

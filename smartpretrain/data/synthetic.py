@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 try:  # orjson is a project dependency; fall back to the stdlib if it is missing
     import orjson
@@ -1084,7 +1085,7 @@ def _av2_scene(seed: int, index: int) -> tuple[str, pa.Table, dict[str, Any]]:
 
 
 def generate_av2(root: str | Path, split: str = "train", num_scenes: int = 8, seed: int = 0,
-                 start_index: int = 0) -> list[Path]:
+                 start_index: int = 0, progress: bool = False) -> list[Path]:
     """Write scenes ``start_index .. start_index + num_scenes - 1`` in the Argoverse 2 motion-forecasting layout.
 
     Each scene is ``{root}/{split}/{scenario_id}/scenario_{scenario_id}.parquet`` (110 steps, the AV2 columns and
@@ -1093,7 +1094,8 @@ def generate_av2(root: str | Path, split: str = "train", num_scenes: int = 8, se
     """
     out = Path(root) / split
     dirs = []
-    for index in range(start_index, start_index + num_scenes):
+    indices = range(start_index, start_index + num_scenes)
+    for index in tqdm(indices, desc=f"synthetic av2/{split}", unit="scene", disable=not progress):
         scenario_id, table, vector_map = _av2_scene(seed, index)
         scene_dir = out / scenario_id
         scene_dir.mkdir(parents=True, exist_ok=True)
@@ -1298,7 +1300,7 @@ def _av1_scene(seed: int, index: int) -> tuple[str, str, list[AV1Lane]]:
 
 
 def generate_av1(root: str | Path, split: str = "train", num_scenes: int = 8, seed: int = 0, with_map: bool = False,
-                 start_index: int = 0) -> list[Path]:
+                 start_index: int = 0, progress: bool = False) -> list[Path]:
     """Write scenes in the Argoverse 1 forecasting layout: ``{root}/{split}/data/{seq_id}.csv``.
 
     50 steps (20 history + 30 future) at ~10 Hz with jittered timestamps; one ``AGENT`` and the ``AV`` are observed
@@ -1311,7 +1313,8 @@ def generate_av1(root: str | Path, split: str = "train", num_scenes: int = 8, se
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     city_lanes: dict[str, list[AV1Lane]] = {}
-    for index in range(start_index, start_index + num_scenes):
+    indices = range(start_index, start_index + num_scenes)
+    for index in tqdm(indices, desc=f"synthetic av1/{split}", unit="scene", disable=not progress):
         city, text, lanes = _av1_scene(seed, index)
         path = out / f"{index + 1}.csv"
         _atomic_write_bytes(path, text.encode())
@@ -1345,9 +1348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     if args.format == "av2":
-        written = generate_av2(args.root, args.split, args.num_scenes, args.seed, args.start_index)
+        written = generate_av2(args.root, args.split, args.num_scenes, args.seed, args.start_index, progress=True)
     else:
-        written = generate_av1(args.root, args.split, args.num_scenes, args.seed, args.with_map, args.start_index)
+        written = generate_av1(
+            args.root, args.split, args.num_scenes, args.seed, args.with_map, args.start_index, progress=True
+        )
     dt = time.perf_counter() - t0
     rate = len(written) / dt if dt > 0 else float("inf")
     maps = " (+ vector maps)" if args.format == "av1" and args.with_map else ""
