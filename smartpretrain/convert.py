@@ -7,14 +7,15 @@ python -m smartpretrain.convert data=av1 data.raw_root=/data/av1 data.split=trai
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from smartpretrain.data.cache import atomic_write_text
-from smartpretrain.data.conversion import ConversionSettings, convert_split, summary_line
+from smartpretrain.data.cache import CacheError, atomic_write_text
+from smartpretrain.data.conversion import ConversionSettings, StrictModeError, convert_split, summary_line
 
 log = logging.getLogger("smartpretrain.convert")
 
@@ -39,7 +40,13 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="convert")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    except (StrictModeError, CacheError, FileNotFoundError, ValueError) as exc:
+        # expected failures (bad input under strict=true, a cache of another schema, a wrong path or shard):
+        # one clear line, no traceback; parts already written stay on disk and a re-run resumes from them
+        print(f"smartpretrain.convert: error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
-import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -269,7 +268,6 @@ def finalize(
         "cpu_seconds_total": round(cpu, 3),
         "cpu_ms_per_item": round(1e3 * cpu / max(num_items, 1), 3),
         "settings": asdict(settings),
-        "pid": os.getpid(),
     }
 
 

@@ -156,3 +156,14 @@ def test_kill_then_rerun_gives_complete_cache(tmp_path: Path) -> None:
     for i in range(0, 240, 17):
         assert_scenes_equal(cache[i], reference.convert(cache.ids()[i]).scene)
     assert "240 scenes in cache" in rerun.stdout
+
+
+def test_cli_reports_bad_paths_in_one_line(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "smartpretrain.convert", "data=av2", f"data.raw_root={tmp_path / 'nowhere'}",
+        "data.split=val", f"cache_root={tmp_path / 'cache'}",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"{tmp_path / 'nowhere' / 'val'}: no such AV2 split folder" in result.stderr
+    assert "Traceback" not in result.stderr
