@@ -30,7 +30,7 @@ from matplotlib.transforms import Affine2D
 from smartpretrain.data.scene import Scene
 from smartpretrain.data.taxonomy import AgentRole, LineType, PolygonType, Side
 
-__all__ = ["ROLE_COLORS", "SDC_COLOR", "plot_scene", "save_scene_png"]
+__all__ = ["ROLE_COLORS", "SDC_COLOR", "plot_scene", "save_figure_png", "save_scene_png"]
 
 # ---------------------------------------------------------------------------------------------------------------
 # Styles
@@ -386,11 +386,16 @@ def save_scene_png(scene: Scene, path: str | os.PathLike[str], *, dpi: float = 1
     The image is written to a temporary file in the destination folder and renamed over ``path``, so readers
     never see a half-written file. Parent folders are created.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(9.0, 7.5), layout="constrained")
     FigureCanvasAgg(fig)
     plot_scene(scene, fig.add_subplot(), **kw)
+    return save_figure_png(fig, path, dpi=dpi)
+
+
+def save_figure_png(fig: Figure, path: str | os.PathLike[str], *, dpi: float = 100.0) -> Path:
+    """Write ``fig`` as a PNG atomically (temp file in the same folder, fsync, rename); creates parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # same folder: rename is atomic
     try:
         with open(tmp, "xb") as f:

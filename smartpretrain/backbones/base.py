@@ -1,0 +1,133 @@
+"""What a backbone provides to the tasks (fine-tuning now; the SSL objectives of the pre-training task next).
+
+A backbone is three things, and only these are seen from outside its folder:
+
+1. an **adapter** (:class:`BackboneAdapter`): a per-sample callable ``Scene -> sample`` that builds the
+   backbone's own input (frames, graphs, agent filtering) around ``scene.current_step``, plus a ``collate``
+   for a list of samples. It runs in DataLoader workers. It is the only place where a Scene meets a model.
+2. an **encoder** (:meth:`Backbone.encode`): batch -> backbone-specific encoding, from which
+   :meth:`Backbone.agent_embeddings` returns one (or a few "query step") embeddings per agent. SSL heads see
+   nothing else.
+3. a **forecasting decoder** (:meth:`Backbone.forecast`): batch + encoding -> :class:`Forecast`, K trajectories
+   with mode logits per agent, in each agent's own frame at the current step; plus the backbone's own
+   training loss (:meth:`Backbone.loss`) and the map back to the scene frame (:meth:`Backbone.to_scene_frame`).
+
+Every batch exposes a few generic fields through :meth:`Backbone.eval_targets` so metrics and submission
+writers never read backbone internals.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from smartpretrain.data.scene import Scene
+
+
+class BackboneAdapter(Protocol):
+    """Scene -> one backbone input sample, and the batching of such samples."""
+
+    def __call__(self, scene: Scene) -> Any: ...
+
+    def collate(self, samples: list[Any]) -> Any: ...
+
+
+@dataclass
+class AgentEmbeddings:
+    """Per-agent embeddings of a batch.
+
+    Attributes:
+        embeddings: ``[A, Q, D]`` — Q "query steps" per agent (1 for most backbones; QCNet's propose stage
+            gives one per recurrence).
+        scene_index: ``[A]`` which scene of the batch each agent belongs to.
+        agent_index: ``[A]`` index of the agent in its Scene's ``agents`` arrays (for matching across views).
+    """
+
+    embeddings: Tensor
+    scene_index: Tensor
+    agent_index: Tensor
+
+
+@dataclass
+class Forecast:
+    """K future trajectories per agent, in the agent's frame at the current step (x forward along its heading).
+
+    Attributes:
+        loc: ``[A, K, F, 2]`` positions (the final, refined ones for two-stage decoders).
+        pi: ``[A, K]`` mode logits (softmax gives probabilities).
+        extras: backbone-specific tensors its loss needs (e.g. QCNet's proposals and scales).
+    """
+
+    loc: Tensor
+    pi: Tensor
+    extras: dict[str, Tensor]
+
+
+@dataclass
+class EvalTargets:
+    """What metrics need from a batch, backbone-independent, in each agent's current-step frame.
+
+    Attributes:
+        target: ``[A, F, 2]`` ground-truth future positions.
+        valid: ``[A, F]`` observed future steps.
+        role: ``[A]`` :class:`~smartpretrain.data.taxonomy.AgentRole` values.
+        scene_index: ``[A]`` scene of each agent within the batch.
+        dataset: list of the batch's scenes' dataset names (indexed by ``scene_index``).
+    """
+
+    target: Tensor
+    valid: Tensor
+    role: Tensor
+    scene_index: Tensor
+    dataset: list[str]
+
+
+class Backbone(nn.Module, abc.ABC):
+    """Base class of the backbones. Subclasses keep their reference module tree (checkpoint compatibility)."""
+
+    #: number of modes K the decoder predicts
+    num_modes: int
+    #: number of future steps F the decoder predicts
+    num_future_steps: int
+
+    @abc.abstractmethod
+    def make_adapter(self) -> BackboneAdapter:
+        """The adapter producing this backbone's input, configured like the backbone (steps, radii, ...)."""
+
+    @abc.abstractmethod
+    def encode(self, batch: Any) -> Any:
+        """Run the encoder on a collated batch."""
+
+    @abc.abstractmethod
+    def agent_embeddings(self, batch: Any, encoding: Any) -> AgentEmbeddings:
+        """Per-agent embeddings for the SSL heads."""
+
+    @abc.abstractmethod
+    def forecast(self, batch: Any, encoding: Any) -> Forecast:
+        """Decode K trajectories + mode logits per agent."""
+
+    @abc.abstractmethod
+    def loss(self, batch: Any, forecast: Forecast) -> dict[str, Tensor]:
+        """The backbone's own supervised loss terms; key ``"loss"`` is their weighted sum."""
+
+    @abc.abstractmethod
+    def eval_targets(self, batch: Any) -> EvalTargets:
+        """Ground truth and masks for metrics, in the same frame as :attr:`Forecast.loc`."""
+
+    @abc.abstractmethod
+    def to_scene_frame(self, batch: Any, loc: Tensor) -> Tensor:
+        """Map ``[A, K, F, 2]`` agent-frame trajectories to the scene frame (add ``scene.origin`` for city)."""
+
+    def forward(self, batch: Any) -> Forecast:
+        return self.forecast(batch, self.encode(batch))
+
+
+def rotate(xy: Tensor, angle: Tensor) -> Tensor:
+    """Rotate ``[..., 2]`` vectors by ``angle`` (broadcast over the leading dims): R(angle) @ xy."""
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    x, y = xy[..., 0], xy[..., 1]
+    return torch.stack([cos * x - sin * y, sin * x + cos * y], dim=-1)
