@@ -35,7 +35,9 @@ def save_forecast_png(
         p = float(probabilities[k])
         alpha = 0.35 + 0.65 * p / max(top, 1e-9)
         traj = trajectories[k]
-        ax.plot(traj[:, 0], traj[:, 1], color=PREDICTION_COLOR, lw=1.0 + 2.0 * p / max(top, 1e-9), alpha=alpha, zorder=6)
+        ax.plot(
+            traj[:, 0], traj[:, 1], color=PREDICTION_COLOR, lw=1.0 + 2.0 * p / max(top, 1e-9), alpha=alpha, zorder=6
+        )
         ax.plot(traj[-1, 0], traj[-1, 1], "o", color=PREDICTION_COLOR, ms=3, alpha=alpha, zorder=6)
         ax.annotate(f"{p:.2f}", traj[-1], fontsize=7, color=PREDICTION_COLOR, xytext=(3, 3), textcoords="offset points")
     ax.plot([], [], color=PREDICTION_COLOR, lw=2, label="predicted (K modes)")
