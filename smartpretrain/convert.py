@@ -22,6 +22,8 @@ log = logging.getLogger("smartpretrain.convert")
 
 def run(cfg: DictConfig) -> dict:
     """Run one conversion from a composed config; returns the manifest."""
+    if cfg.data.get("raw_root") is None:
+        raise ValueError(f"set data.raw_root=<folder of the raw {cfg.data.name} dataset> to convert it")
     converter = instantiate(cfg.data.converter)
     out_dir = Path(cfg.cache_root) / cfg.data.name / cfg.data.split
     settings = ConversionSettings(

@@ -1,0 +1,184 @@
+"""QCNet agent encoder: per (agent, history step) embeddings refined by temporal, map->agent and agent<->agent
+attention, factorised over time and space."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+
+from smartpretrain.backbones.graph import angle_between, radius, radius_graph, relative_polar
+from smartpretrain.backbones.qcnet.layers import AttentionLayer, FourierEmbedding, init_weights
+from smartpretrain.backbones.qcnet.map_encoder import batch_vector, node_field
+
+
+def num_scenes(data: HeteroData) -> int:
+    """Number of scenes of a Batch (1 for a single HeteroData)."""
+    return int(getattr(data, "num_graphs", 1) or 1)
+
+
+def temporal_pairs(num_steps: int, time_span: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """All step pairs ``(s, t)`` with ``1 <= t - s <= time_span`` (source s, target t)."""
+    steps = torch.arange(num_steps, device=device)
+    gap = steps.unsqueeze(0) - steps.unsqueeze(1)  # [s, t] -> t - s
+    s, t = ((gap >= 1) & (gap <= time_span)).nonzero(as_tuple=True)
+    return s, t
+
+
+class QCNetAgentEncoder(nn.Module):
+    r"""Embed each agent at each history step, then ``num_layers`` x (t2t, pl2a, a2a) attention.
+
+    Node features per (agent a, step t), with :math:`\Delta p_t = p_t - p_{t-1}` (0 at t = 0) and :math:`e_t`
+    the heading vector: :math:`[\lVert\Delta p_t\rVert, \angle(e_t, \Delta p_t), \lVert v_t\rVert,
+    \angle(e_t, v_t)]` plus the agent-type embedding.
+
+    Graphs (built on the fly, vectorised; only valid agent-steps take part, and for pl2a / a2a they are selected
+    *before* the radius search, so invalid steps never take one of the ``max_num_neighbors`` slots):
+
+    - t2t, agent-major nodes ``a*H + t``: ``s -> t`` of one agent with ``1 <= t - s <= time_span``;
+      features :func:`relative_polar` in the frame at t, plus ``s - t``.
+    - pl2a, time-major nodes ``t*A + a`` with the map tiled as ``t*P + p``: polygons within ``pl2a_radius`` of the
+      agent at step t (same scene), at most ``max_num_neighbors`` agent-steps per polygon.
+    - a2a, time-major: agent-steps of the same scene and step within ``a2a_radius`` (no self loops).
+
+    Only xy enters (``input_dim = 3`` changes the map encoder only). Returns ``x_a [A, H, D]``.
+    """
+
+    def __init__(
+        self,
+        input_dim: int = 2,
+        hidden_dim: int = 128,
+        num_historical_steps: int = 50,
+        time_span: int | None = 10,
+        pl2a_radius: float = 50.0,
+        a2a_radius: float = 50.0,
+        num_freq_bands: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 8,
+        head_dim: int = 16,
+        dropout: float = 0.1,
+        num_agent_types: int = 10,
+        max_num_neighbors: int = 300,
+    ) -> None:
+        super().__init__()
+        self.input_dim, self.hidden_dim = input_dim, hidden_dim
+        self.num_historical_steps = num_historical_steps
+        self.time_span = time_span if time_span is not None else num_historical_steps
+        self.pl2a_radius, self.a2a_radius = pl2a_radius, a2a_radius
+        self.num_layers, self.max_num_neighbors = num_layers, max_num_neighbors
+
+        self.type_a_emb = nn.Embedding(num_agent_types, hidden_dim)
+        self.x_a_emb = FourierEmbedding(4, hidden_dim, num_freq_bands)
+        self.r_t_emb = FourierEmbedding(4, hidden_dim, num_freq_bands)
+        self.r_pl2a_emb = FourierEmbedding(3, hidden_dim, num_freq_bands)
+        self.r_a2a_emb = FourierEmbedding(3, hidden_dim, num_freq_bands)
+        layer = dict(hidden_dim=hidden_dim, num_heads=num_heads, head_dim=head_dim, dropout=dropout, has_pos_emb=True)
+        self.t_attn_layers = nn.ModuleList(AttentionLayer(bipartite=False, **layer) for _ in range(num_layers))
+        self.pl2a_attn_layers = nn.ModuleList(AttentionLayer(bipartite=True, **layer) for _ in range(num_layers))
+        self.a2a_attn_layers = nn.ModuleList(AttentionLayer(bipartite=False, **layer) for _ in range(num_layers))
+        self.apply(init_weights)
+
+    def build_graphs(self, data: HeteroData) -> dict[str, Tensor]:
+        """The t2t, pl2a and a2a edges (``[2, E]``, row 0 source) and their raw features; weight-independent.
+
+        t2t nodes are agent-major (``a*H + t``); pl2a / a2a nodes time-major (agent-step ``t*A + a``, polygon
+        ``t*P + p``).
+        """
+        h = self.num_historical_steps
+        agent = data["agent"]
+        pos_a = agent["position"][:, :h, :2]
+        head_a = agent["heading"][:, :h]
+        mask_a = agent["valid_mask"][:, :h]
+        num_a, device = pos_a.size(0), pos_a.device
+        out: dict[str, Tensor] = {}
+
+        # t2t (agent-major nodes a*H + t)
+        s, t = temporal_pairs(h, self.time_span, device)
+        base = (torch.arange(num_a, device=device) * h).unsqueeze(1)
+        keep = mask_a[:, s] & mask_a[:, t]  # [A, pairs]
+        src, dst = (base + s)[keep], (base + t)[keep]
+        pos_t, head_t = pos_a.reshape(-1, 2), head_a.reshape(-1)
+        out["edge_index_t"] = torch.stack([src, dst])
+        out["r_t"] = torch.cat(
+            [
+                relative_polar(pos_t[src], pos_t[dst], head_t[dst], head_t[src]),
+                (src - dst).to(pos_t.dtype).unsqueeze(-1),  # s - t (same agent)
+            ],
+            dim=-1,
+        )
+
+        # time-major agent-steps (t*A + a) and tiled polygons (t*P + p), batched per (scene, step)
+        n_scenes = num_scenes(data)
+        steps = torch.arange(h, device=device).unsqueeze(1) * n_scenes
+        batch_a = batch_vector(data, "agent", num_a, device)
+        pos_s = pos_a.transpose(0, 1).reshape(-1, 2)
+        head_s = head_a.transpose(0, 1).reshape(-1)
+        batch_s = (steps + batch_a).reshape(-1)
+        valid_s = mask_a.transpose(0, 1).reshape(-1).nonzero().squeeze(1)
+        pos_pl = node_field(data, "map_polygon", "position", (3,), torch.float)[:, :2]
+        orient_pl = node_field(data, "map_polygon", "orientation", (), torch.float)
+        batch_pl = batch_vector(data, "map_polygon", pos_pl.size(0), device)
+        pos_pl_s = pos_pl.repeat(h, 1)
+        orient_pl_s = orient_pl.repeat(h)
+        batch_pl_s = (steps + batch_pl).reshape(-1)
+
+        # pl2a: for each polygon at each step, the valid agent-steps within pl2a_radius
+        pl_idx, a_idx = radius(
+            pos_s[valid_s],
+            pos_pl_s,
+            self.pl2a_radius,
+            batch_x=batch_s[valid_s],
+            batch_y=batch_pl_s,
+            max_num_neighbors=self.max_num_neighbors,
+        )
+        src, dst = pl_idx, valid_s[a_idx]
+        out["edge_index_pl2a"] = torch.stack([src, dst])
+        out["r_pl2a"] = relative_polar(pos_pl_s[src], pos_s[dst], head_s[dst], orient_pl_s[src])
+
+        # a2a: valid agent-steps of the same scene and step within a2a_radius
+        edge_index = radius_graph(
+            pos_s[valid_s],
+            self.a2a_radius,
+            batch=batch_s[valid_s],
+            loop=False,
+            max_num_neighbors=self.max_num_neighbors,
+        )
+        src, dst = valid_s[edge_index]
+        out["edge_index_a2a"] = torch.stack([src, dst])
+        out["r_a2a"] = relative_polar(pos_s[src], pos_s[dst], head_s[dst], head_s[src])
+        return out
+
+    def forward(self, data: HeteroData, map_enc: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``map_enc["x_pl"] [P, D]`` -> ``{"x_a": [A, H, D]}``."""
+        h, d = self.num_historical_steps, self.hidden_dim
+        agent = data["agent"]
+        pos_a = agent["position"][:, :h, :2]
+        head_a = agent["heading"][:, :h]
+        vel_a = agent["velocity"][:, :h, :2]
+        num_a = pos_a.size(0)
+        head_vec = torch.stack([head_a.cos(), head_a.sin()], dim=-1)  # [A, H, 2]
+        motion = torch.cat([pos_a.new_zeros(num_a, 1, 2), pos_a[:, 1:] - pos_a[:, :-1]], dim=1)
+        x_a = torch.stack(
+            [
+                torch.linalg.vector_norm(motion, dim=-1),
+                angle_between(head_vec, motion),
+                torch.linalg.vector_norm(vel_a, dim=-1),
+                angle_between(head_vec, vel_a),
+            ],
+            dim=-1,
+        )  # [A, H, 4]
+        type_emb = self.type_a_emb(agent["type"].long()).repeat_interleave(h, dim=0)  # agent-major [A*H, D]
+        x_a = self.x_a_emb(continuous_inputs=x_a.reshape(-1, 4), categorical_embs=[type_emb])
+
+        g = self.build_graphs(data)
+        r_t = self.r_t_emb(continuous_inputs=g["r_t"], categorical_embs=None)
+        r_pl2a = self.r_pl2a_emb(continuous_inputs=g["r_pl2a"], categorical_embs=None)
+        r_a2a = self.r_a2a_emb(continuous_inputs=g["r_a2a"], categorical_embs=None)
+        x_pl_s = map_enc["x_pl"].repeat(h, 1)  # the map is the same at every step
+        for i in range(self.num_layers):
+            x_a = self.t_attn_layers[i](x_a, r_t, g["edge_index_t"])
+            x_a = x_a.view(num_a, h, d).transpose(0, 1).reshape(-1, d)  # -> time-major
+            x_a = self.pl2a_attn_layers[i]((x_pl_s, x_a), r_pl2a, g["edge_index_pl2a"])
+            x_a = self.a2a_attn_layers[i](x_a, r_a2a, g["edge_index_a2a"])
+            x_a = x_a.view(h, num_a, d).transpose(0, 1).reshape(-1, d)  # -> agent-major
+        return {"x_a": x_a.view(num_a, h, d)}

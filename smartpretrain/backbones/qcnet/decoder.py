@@ -1,0 +1,244 @@
+"""QCNet decoder: K mode queries attend to the agent's history, the map and the other agents; a recurrent
+*propose* stage, then a *refine* stage anchored on the (detached) proposals."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+
+from smartpretrain.backbones.graph import radius, radius_graph, relative_polar
+from smartpretrain.backbones.qcnet.layers import AttentionLayer, FourierEmbedding, MLPLayer, init_weights
+from smartpretrain.backbones.qcnet.map_encoder import batch_vector, node_field
+
+
+class QCNetDecoder(nn.Module):
+    r"""Query-centric multimodal decoder.
+
+    Mode queries ``m`` (``mode_emb``, one per mode and agent) attend, ``num_layers`` times in a row, to:
+
+    - t2m: the agent's own valid history steps ``s >= H - num_t2m_steps`` (only agents with some true
+      ``predict_mask``); features :func:`relative_polar` in the agent's frame at step H-1, plus ``s - (H-1)``.
+      Mode nodes agent-major (``a*K + k``); the edge features are computed once and ``repeat_interleave``'d K x.
+    - pl2m: polygons within ``pl2m_radius`` of the agent at step H-1 (same scene); tiled K x, mode-major
+      (polygon ``k*P + p`` -> mode ``k*A + a``).
+    - a2m: other agents (valid at H-1) within ``a2m_radius`` of a predicted agent at H-1; tiled K x, mode-major.
+
+    then to each other (m2m: all K x K mode pairs of one agent, self included).
+
+    *Propose*: ``num_recurrent_steps`` recurrences of the attention stack (shared weights), each emitting
+    ``F / num_recurrent_steps`` per-step displacements and scale increments; location = cumsum, scale =
+    cumsum(ELU + 1) + 0.1. *Refine*: the detached proposal is embedded per step (``y_emb``), summarised by a GRU
+    (``traj_emb``, initial state ``traj_emb_h0``) into new queries, which run the (refine) attention stack once;
+    location = proposal + offset, scale = ELU + 1 + 0.1, and ``pi`` the mode logits. Heading (``output_head``):
+    propose location cumsum(tanh * pi), concentration 1 / (cumsum(ELU + 1) + 0.02); refine tanh * pi + proposal,
+    1 / (ELU + 1 + 0.02). All outputs are in each agent's frame at step H-1.
+    """
+
+    def __init__(
+        self,
+        input_dim: int = 2,
+        hidden_dim: int = 128,
+        output_dim: int = 2,
+        output_head: bool = False,
+        num_historical_steps: int = 50,
+        num_future_steps: int = 60,
+        num_modes: int = 6,
+        num_recurrent_steps: int = 3,
+        num_t2m_steps: int | None = 30,
+        pl2m_radius: float = 150.0,
+        a2m_radius: float = 150.0,
+        num_freq_bands: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 8,
+        head_dim: int = 16,
+        dropout: float = 0.1,
+        max_num_neighbors: int = 300,
+    ) -> None:
+        super().__init__()
+        if num_future_steps % num_recurrent_steps != 0:
+            raise ValueError("num_future_steps must be a multiple of num_recurrent_steps")
+        self.input_dim, self.hidden_dim, self.output_dim, self.output_head = (
+            input_dim,
+            hidden_dim,
+            output_dim,
+            output_head,
+        )
+        self.num_historical_steps, self.num_future_steps = num_historical_steps, num_future_steps
+        self.num_modes, self.num_recurrent_steps = num_modes, num_recurrent_steps
+        self.num_t2m_steps = num_t2m_steps if num_t2m_steps is not None else num_historical_steps
+        self.pl2m_radius, self.a2m_radius = pl2m_radius, a2m_radius
+        self.num_layers, self.max_num_neighbors = num_layers, max_num_neighbors
+
+        self.mode_emb = nn.Embedding(num_modes, hidden_dim)
+        self.r_t2m_emb = FourierEmbedding(4, hidden_dim, num_freq_bands)
+        self.r_pl2m_emb = FourierEmbedding(3, hidden_dim, num_freq_bands)
+        self.r_a2m_emb = FourierEmbedding(3, hidden_dim, num_freq_bands)
+        self.y_emb = FourierEmbedding(output_dim + int(output_head), hidden_dim, num_freq_bands)
+        self.traj_emb = nn.GRU(hidden_dim, hidden_dim, num_layers=1, bias=True, batch_first=False)
+        self.traj_emb_h0 = nn.Parameter(torch.zeros(1, hidden_dim))
+        layer = dict(hidden_dim=hidden_dim, num_heads=num_heads, head_dim=head_dim, dropout=dropout)
+        for stage in ("propose", "refine"):
+            for kind in ("t2m", "pl2m", "a2m"):
+                stack = nn.ModuleList(
+                    AttentionLayer(bipartite=True, has_pos_emb=True, **layer) for _ in range(num_layers)
+                )
+                setattr(self, f"{kind}_{stage}_attn_layers", stack)
+            setattr(self, f"m2m_{stage}_attn_layer", AttentionLayer(bipartite=False, has_pos_emb=False, **layer))
+        steps_per_rec = num_future_steps // num_recurrent_steps
+        self.to_loc_propose_pos = MLPLayer(hidden_dim, hidden_dim, steps_per_rec * output_dim)
+        self.to_scale_propose_pos = MLPLayer(hidden_dim, hidden_dim, steps_per_rec * output_dim)
+        self.to_loc_refine_pos = MLPLayer(hidden_dim, hidden_dim, num_future_steps * output_dim)
+        self.to_scale_refine_pos = MLPLayer(hidden_dim, hidden_dim, num_future_steps * output_dim)
+        if output_head:
+            self.to_loc_propose_head = MLPLayer(hidden_dim, hidden_dim, steps_per_rec)
+            self.to_conc_propose_head = MLPLayer(hidden_dim, hidden_dim, steps_per_rec)
+            self.to_loc_refine_head = MLPLayer(hidden_dim, hidden_dim, num_future_steps)
+            self.to_conc_refine_head = MLPLayer(hidden_dim, hidden_dim, num_future_steps)
+        self.to_pi = MLPLayer(hidden_dim, hidden_dim, 1)
+        self.apply(init_weights)
+
+    # ----------------------------------------------------------------------------------------------------------
+    def build_graphs(self, data: HeteroData) -> dict[str, Tensor]:
+        """Edge indices and raw edge features of t2m, pl2m, a2m (untiled) and m2m; independent of the weights."""
+        h, k = self.num_historical_steps, self.num_modes
+        agent = data["agent"]
+        pos = agent["position"][:, :h, :2]
+        head = agent["heading"][:, :h]
+        num_a, device = pos.size(0), pos.device
+        pos_m, head_m = pos[:, -1], head[:, -1]
+        mask_dst = agent["predict_mask"].any(dim=-1)
+        mask_src = agent["valid_mask"][:, :h].clone()
+        mask_src[:, : h - self.num_t2m_steps] = False
+        out: dict[str, Tensor] = {}
+
+        # t2m: history step (a*H + s) -> agent a (expanded to its modes a*K + k by the caller)
+        a_idx, s_idx = (mask_src & mask_dst.unsqueeze(1)).nonzero(as_tuple=True)
+        out["t2m_src"], out["t2m_agent"] = a_idx * h + s_idx, a_idx
+        out["r_t2m"] = torch.cat(
+            [
+                relative_polar(pos[a_idx, s_idx], pos_m[a_idx], head_m[a_idx], head[a_idx, s_idx]),
+                (s_idx - (h - 1)).to(pos.dtype).unsqueeze(-1),
+            ],
+            dim=-1,
+        )
+
+        # pl2m: for each polygon, the agents within pl2m_radius of it at step H-1
+        pos_pl = node_field(data, "map_polygon", "position", (3,), torch.float)[:, :2]
+        orient_pl = node_field(data, "map_polygon", "orientation", (), torch.float)
+        batch_a = batch_vector(data, "agent", num_a, device)
+        batch_pl = batch_vector(data, "map_polygon", pos_pl.size(0), device)
+        pl_idx, a_idx = radius(
+            pos_m, pos_pl, self.pl2m_radius, batch_x=batch_a, batch_y=batch_pl, max_num_neighbors=self.max_num_neighbors
+        )
+        out["pl2m"] = torch.stack([pl_idx, a_idx])
+        out["r_pl2m"] = relative_polar(pos_pl[pl_idx], pos_m[a_idx], head_m[a_idx], orient_pl[pl_idx])
+
+        # a2m: agents valid at H-1 -> predicted agents, within a2m_radius at H-1
+        src, dst = radius_graph(
+            pos_m, self.a2m_radius, batch=batch_a, loop=False, max_num_neighbors=self.max_num_neighbors
+        )
+        keep = agent["valid_mask"][src, h - 1] & mask_dst[dst]
+        src, dst = src[keep], dst[keep]
+        out["a2m"] = torch.stack([src, dst])
+        out["r_a2m"] = relative_polar(pos_m[src], pos_m[dst], head_m[dst], head_m[src])
+
+        # m2m: all mode pairs of one agent (agent-major mode nodes)
+        modes = torch.arange(k, device=device)
+        pair_src = modes.repeat_interleave(k)
+        pair_dst = modes.repeat(k)
+        base = (torch.arange(num_a, device=device) * k).unsqueeze(1)
+        out["m2m"] = torch.stack([(base + pair_src).reshape(-1), (base + pair_dst).reshape(-1)])
+        return out
+
+    def _tile(self, edge_index: Tensor, num_src: int, num_dst: int) -> Tensor:
+        """Repeat ``edge_index`` once per mode, mode-major: ``(j + k*num_src, i + k*num_dst)``."""
+        k = torch.arange(self.num_modes, device=edge_index.device).unsqueeze(1)
+        src = (edge_index[0].unsqueeze(0) + k * num_src).reshape(-1)
+        dst = (edge_index[1].unsqueeze(0) + k * num_dst).reshape(-1)
+        return torch.stack([src, dst])
+
+    def _attend(
+        self,
+        stage: str,
+        m: Tensor,
+        ctx: dict[str, Tensor],
+        num_a: int,
+    ) -> Tensor:
+        """One pass of ``num_layers`` x (t2m, pl2m, a2m) then m2m; ``m`` agent-major ``[A*K, D]``."""
+        k, d = self.num_modes, self.hidden_dim
+        for i in range(self.num_layers):
+            m = getattr(self, f"t2m_{stage}_attn_layers")[i]((ctx["x_t"], m), ctx["r_t2m"], ctx["t2m"])
+            m = m.view(num_a, k, d).transpose(0, 1).reshape(-1, d)  # -> mode-major
+            m = getattr(self, f"pl2m_{stage}_attn_layers")[i]((ctx["x_pl"], m), ctx["r_pl2m"], ctx["pl2m"])
+            m = getattr(self, f"a2m_{stage}_attn_layers")[i]((ctx["x_a"], m), ctx["r_a2m"], ctx["a2m"])
+            m = m.view(k, num_a, d).transpose(0, 1).reshape(-1, d)  # -> agent-major
+        return getattr(self, f"m2m_{stage}_attn_layer")(m, None, ctx["m2m"])
+
+    def forward(self, data: HeteroData, enc: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``enc``: ``x_a [A, H, D]``, ``x_pl [P, D]``. Returns ``loc_{propose,refine}_pos [A, K, F, 2]``,
+        ``scale_{propose,refine}_pos`` (Laplace scales), ``pi [A, K]`` (+ ``loc/conc_*_head [A, K, F, 1]``)."""
+        k, d, f = self.num_modes, self.hidden_dim, self.num_future_steps
+        x_a, x_pl = enc["x_a"], enc["x_pl"]
+        num_a, num_pl = x_a.size(0), x_pl.size(0)
+        g = self.build_graphs(data)
+
+        modes = torch.arange(k, device=x_a.device)
+        ctx = {
+            "x_t": x_a.reshape(-1, d),
+            "x_pl": x_pl.repeat(k, 1),
+            "x_a": x_a[:, -1].repeat(k, 1),
+            "t2m": torch.stack(
+                [g["t2m_src"].repeat_interleave(k), (g["t2m_agent"].unsqueeze(1) * k + modes).reshape(-1)]
+            ),
+            "r_t2m": self.r_t2m_emb(continuous_inputs=g["r_t2m"], categorical_embs=None).repeat_interleave(k, dim=0),
+            "pl2m": self._tile(g["pl2m"], num_pl, num_a),
+            "r_pl2m": self.r_pl2m_emb(continuous_inputs=g["r_pl2m"], categorical_embs=None).repeat(k, 1),
+            "a2m": self._tile(g["a2m"], num_a, num_a),
+            "r_a2m": self.r_a2m_emb(continuous_inputs=g["r_a2m"], categorical_embs=None).repeat(k, 1),
+            "m2m": g["m2m"],
+        }
+
+        # propose
+        m = self.mode_emb.weight.repeat(num_a, 1)  # agent-major [A*K, D]
+        locs, scales, locs_head, concs_head = [], [], [], []
+        for _ in range(self.num_recurrent_steps):
+            m = self._attend("propose", m, ctx, num_a)
+            locs.append(self.to_loc_propose_pos(m))
+            scales.append(self.to_scale_propose_pos(m))
+            if self.output_head:
+                locs_head.append(self.to_loc_propose_head(m))
+                concs_head.append(self.to_conc_propose_head(m))
+        shape = (num_a, k, f, self.output_dim)
+        loc_propose_pos = torch.cumsum(torch.cat(locs, dim=-1).view(shape), dim=-2)
+        scale_propose_pos = torch.cumsum(F.elu(torch.cat(scales, dim=-1).view(shape), alpha=1.0) + 1.0, dim=-2) + 0.1
+        out = {"loc_propose_pos": loc_propose_pos, "scale_propose_pos": scale_propose_pos}
+        traj = loc_propose_pos.detach()
+        if self.output_head:
+            shape_h = (num_a, k, f, 1)
+            loc_propose_head = torch.cumsum(torch.tanh(torch.cat(locs_head, dim=-1).view(shape_h)) * math.pi, dim=-2)
+            conc_propose_head = 1.0 / (
+                torch.cumsum(F.elu(torch.cat(concs_head, dim=-1).view(shape_h), alpha=1.0) + 1.0, dim=-2) + 0.02
+            )
+            out |= {"loc_propose_head": loc_propose_head, "conc_propose_head": conc_propose_head}
+            traj = torch.cat([traj, loc_propose_head.detach()], dim=-1)
+
+        # refine
+        y = self.y_emb(continuous_inputs=traj.reshape(-1, traj.size(-1)), categorical_embs=None)
+        y = y.view(num_a * k, f, d).transpose(0, 1)  # [F, A*K, D]
+        h0 = self.traj_emb_h0.unsqueeze(1).expand(1, num_a * k, d).contiguous()
+        m = self.traj_emb(y, h0)[1].squeeze(0)  # final hidden state, agent-major [A*K, D]
+        m = self._attend("refine", m, ctx, num_a)
+        out["loc_refine_pos"] = self.to_loc_refine_pos(m).view(shape) + loc_propose_pos.detach()
+        out["scale_refine_pos"] = F.elu(self.to_scale_refine_pos(m).view(shape), alpha=1.0) + 1.0 + 0.1
+        if self.output_head:
+            shape_h = (num_a, k, f, 1)
+            out["loc_refine_head"] = (
+                torch.tanh(self.to_loc_refine_head(m).view(shape_h)) * math.pi + out["loc_propose_head"].detach()
+            )
+            out["conc_refine_head"] = 1.0 / (F.elu(self.to_conc_refine_head(m).view(shape_h), alpha=1.0) + 1.0 + 0.02)
+        out["pi"] = self.to_pi(m).view(num_a, k)
+        return out

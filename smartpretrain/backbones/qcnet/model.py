@@ -1,0 +1,167 @@
+"""QCNet (Zhou et al., "Query-Centric Trajectory Prediction", CVPR 2023) as a :class:`Backbone`.
+
+The module tree and parameter names are those of the official release (``encoder.map_encoder``,
+``encoder.agent_encoder``, ``decoder``), so official checkpoints load with ``strict=True``
+(see :mod:`smartpretrain.backbones.qcnet.checkpoint_spec`).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+from torch_geometric.data import HeteroData
+
+from smartpretrain.backbones.base import AgentEmbeddings, Backbone, BackboneAdapter, EvalTargets, Forecast, rotate
+from smartpretrain.backbones.qcnet.decoder import QCNetDecoder
+from smartpretrain.backbones.qcnet.encoder import QCNetEncoder
+from smartpretrain.backbones.qcnet.loss import qcnet_loss
+from smartpretrain.backbones.qcnet.map_encoder import batch_vector
+
+_EXTRAS_POS = ("loc_propose_pos", "scale_propose_pos", "loc_refine_pos", "scale_refine_pos")
+_EXTRAS_HEAD = ("loc_propose_head", "conc_propose_head", "loc_refine_head", "conc_refine_head")
+
+
+class QCNet(Backbone):
+    """QCNet with the reference AV2 defaults (7,660,673 parameters).
+
+    Input: the HeteroData (or Batch) of :class:`~smartpretrain.backbones.qcnet.adapter.QCNetAdapter`
+    (``agent``, ``map_polygon``, ``map_point`` stores and the point->polygon, polygon->polygon edges; maps may
+    be empty). Outputs are in each agent's frame at step ``num_historical_steps - 1``.
+    """
+
+    def __init__(
+        self,
+        input_dim: int = 2,
+        hidden_dim: int = 128,
+        output_dim: int = 2,
+        output_head: bool = False,
+        num_historical_steps: int = 50,
+        num_future_steps: int = 60,
+        num_modes: int = 6,
+        num_recurrent_steps: int = 3,
+        num_freq_bands: int = 64,
+        num_map_layers: int = 1,
+        num_agent_layers: int = 2,
+        num_dec_layers: int = 2,
+        num_heads: int = 8,
+        head_dim: int = 16,
+        dropout: float = 0.1,
+        pl2pl_radius: float = 150.0,
+        time_span: int | None = 10,
+        pl2a_radius: float = 50.0,
+        a2a_radius: float = 50.0,
+        num_t2m_steps: int | None = 30,
+        pl2m_radius: float = 150.0,
+        a2m_radius: float = 150.0,
+        max_num_neighbors: int = 300,
+        num_agent_types: int = 10,
+        num_point_types: int = 17,
+        num_polygon_types: int = 4,
+    ) -> None:
+        super().__init__()
+        if output_dim != 2:
+            raise ValueError("only output_dim = 2 (x, y) is supported")
+        self.input_dim, self.hidden_dim, self.output_dim, self.output_head = (
+            input_dim,
+            hidden_dim,
+            output_dim,
+            output_head,
+        )
+        self.num_historical_steps, self.num_future_steps = num_historical_steps, num_future_steps
+        self.num_modes, self.num_recurrent_steps = num_modes, num_recurrent_steps
+        self.pl2pl_radius = pl2pl_radius
+        self.encoder = QCNetEncoder(
+            input_dim=input_dim,
+            hidden_dim=hidden_dim,
+            num_historical_steps=num_historical_steps,
+            pl2pl_radius=pl2pl_radius,
+            time_span=time_span,
+            pl2a_radius=pl2a_radius,
+            a2a_radius=a2a_radius,
+            num_freq_bands=num_freq_bands,
+            num_map_layers=num_map_layers,
+            num_agent_layers=num_agent_layers,
+            num_heads=num_heads,
+            head_dim=head_dim,
+            dropout=dropout,
+            num_agent_types=num_agent_types,
+            num_point_types=num_point_types,
+            num_polygon_types=num_polygon_types,
+            max_num_neighbors=max_num_neighbors,
+        )
+        self.decoder = QCNetDecoder(
+            input_dim=input_dim,
+            hidden_dim=hidden_dim,
+            output_dim=output_dim,
+            output_head=output_head,
+            num_historical_steps=num_historical_steps,
+            num_future_steps=num_future_steps,
+            num_modes=num_modes,
+            num_recurrent_steps=num_recurrent_steps,
+            num_t2m_steps=num_t2m_steps,
+            pl2m_radius=pl2m_radius,
+            a2m_radius=a2m_radius,
+            num_freq_bands=num_freq_bands,
+            num_layers=num_dec_layers,
+            num_heads=num_heads,
+            head_dim=head_dim,
+            dropout=dropout,
+            max_num_neighbors=max_num_neighbors,
+        )
+
+    def make_adapter(self) -> BackboneAdapter:
+        from smartpretrain.backbones.qcnet.adapter import QCNetAdapter
+
+        return QCNetAdapter(
+            num_historical_steps=self.num_historical_steps,
+            num_future_steps=self.num_future_steps,
+            pl2pl_radius=self.pl2pl_radius,
+        )
+
+    def encode(self, batch: HeteroData) -> dict[str, Tensor]:
+        """``{"x_pl": [P, D], "x_a": [A, H, D]}``."""
+        return self.encoder(batch)
+
+    def agent_embeddings(self, batch: HeteroData, encoding: dict[str, Tensor]) -> AgentEmbeddings:
+        """The encoder's embedding of each agent at the current step, ``[A, 1, D]``."""
+        x_a = encoding["x_a"]
+        scene = batch_vector(batch, "agent", x_a.size(0), x_a.device)
+        return AgentEmbeddings(x_a[:, -1:], scene, batch["agent"]["agent_index"])
+
+    def forecast(self, batch: HeteroData, encoding: dict[str, Tensor]) -> Forecast:
+        out = self.decoder(batch, encoding)
+        keys = _EXTRAS_POS + (_EXTRAS_HEAD if self.output_head else ())
+        return Forecast(loc=out["loc_refine_pos"], pi=out["pi"], extras={key: out[key] for key in keys})
+
+    def loss(self, batch: HeteroData, forecast: Forecast) -> dict[str, Tensor]:
+        """``loss`` = ``reg_loss_propose`` + ``reg_loss_refine`` + ``cls_loss`` (see :mod:`.loss`)."""
+        agent = batch["agent"]
+        predict = agent["predict_mask"][:, self.num_historical_steps :]
+        return qcnet_loss(
+            forecast.extras,
+            forecast.pi,
+            agent["target"],
+            reg_mask=predict,
+            cls_mask=predict[:, -1],
+            output_head=self.output_head,
+        )
+
+    def eval_targets(self, batch: HeteroData) -> EvalTargets:
+        agent = batch["agent"]
+        scene = batch_vector(batch, "agent", agent.num_nodes, agent["position"].device)
+        dataset = batch.dataset if isinstance(batch.dataset, list) else [batch.dataset]
+        return EvalTargets(
+            target=agent["target"][..., :2],
+            valid=agent["predict_mask"][:, self.num_historical_steps :],
+            role=agent["category"],
+            scene_index=scene,
+            dataset=list(dataset),
+        )
+
+    def to_scene_frame(self, batch: HeteroData, loc: Tensor) -> Tensor:
+        """Rotate by the heading at step H-1 and add the position at H-1 (scene frame; add ``origin`` for city)."""
+        agent = batch["agent"]
+        h = self.num_historical_steps - 1
+        return rotate(loc, agent["heading"][:, h, None, None]) + agent["position"][:, h, None, None, :2]
+
+
+__all__ = ["QCNet"]

@@ -1,0 +1,101 @@
+"""Train / fine-tune a backbone for forecasting (``train.sh``).
+
+python -m smartpretrain.finetune data=av2 cache_root=cache model=qcnet trainer=gpu trainer.devices=8
+python -m smartpretrain.finetune data=av1 model=qcnet_small max_epochs=5 ckpt_path=https://.../model.ckpt
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from smartpretrain.backbones.base import Backbone
+from smartpretrain.data.cache import atomic_write_text
+from smartpretrain.data.datamodule import SceneDataModule
+from smartpretrain.io.checkpoints import extract_state_dict, load_checkpoint, load_into
+from smartpretrain.tasks.finetune import FinetuneTask
+
+log = logging.getLogger("smartpretrain.finetune")
+
+
+def split_dir(cfg: DictConfig, split: str) -> Path:
+    """``{cache_root}/{dataset}/{split}``."""
+    return Path(cfg.cache_root) / cfg.data.name / split
+
+
+def build_backbone(cfg: DictConfig) -> Backbone:
+    """Instantiate ``cfg.model`` and, when ``cfg.ckpt_path`` is set, load its weights (with a key report)."""
+    backbone: Backbone = instantiate(cfg.model)
+    if cfg.get("ckpt_path"):
+        checkpoint = load_checkpoint(str(cfg.ckpt_path), sha256=cfg.get("ckpt_sha256"))
+        state = extract_state_dict(checkpoint, prefix="backbone.")
+        report = load_into(backbone, state, strict=bool(cfg.get("strict_load", True)))
+        log.info("weights from %s: %s", cfg.ckpt_path, report)
+        print(f"loaded {cfg.ckpt_path}: {report}", flush=True)
+    return backbone
+
+
+def save_run_config(cfg: DictConfig, out_dir: Path) -> None:
+    """The resolved config and the seed next to the run's outputs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(out_dir / "seed.json", json.dumps({"seed": int(cfg.seed)}))
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Fit and return the final logged metrics."""
+    pl.seed_everything(int(cfg.seed), workers=True)
+    save_run_config(cfg, out_dir)
+    backbone = build_backbone(cfg)
+    adapter = backbone.make_adapter()
+    datamodule = SceneDataModule(
+        train=split_dir(cfg, cfg.train_split),
+        val=split_dir(cfg, cfg.val_split),
+        batch_size=int(cfg.batch_size),
+        num_workers=int(cfg.num_workers),
+        train_transform=adapter,
+        eval_transform=adapter,
+        collate_fn=adapter.collate,
+    )
+    task = FinetuneTask(
+        backbone,
+        lr=float(cfg.lr),
+        weight_decay=float(cfg.weight_decay),
+        max_epochs=int(cfg.max_epochs),
+        min_lr=float(cfg.min_lr),
+        eval_scope=str(cfg.eval_scope),
+    )
+    checkpoints = ModelCheckpoint(
+        dirpath=out_dir / "checkpoints", monitor=cfg.monitor, mode="min", save_top_k=3, save_last=True,
+        filename="epoch{epoch:03d}-minFDE{val_minFDE_6:.3f}", auto_insert_metric_name=False,
+    )  # fmt: skip
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        default_root_dir=str(out_dir),
+        logger=CSVLogger(str(out_dir), name="logs"),
+        callbacks=[checkpoints, LearningRateMonitor(logging_interval="epoch")],
+    )
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    atomic_write_text(out_dir / "final_metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    metrics = run(cfg, out_dir)
+    print(json.dumps(metrics, indent=2), flush=True)
+
+
+if __name__ == "__main__":
+    main()

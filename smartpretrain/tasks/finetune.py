@@ -1,0 +1,95 @@
+"""Supervised forecasting fine-tuning of any backbone (the backbone's own loss), with AV2-convention metrics.
+
+The task knows the :class:`~smartpretrain.backbones.base.Backbone` interface only: ``encode`` -> ``forecast``
+-> ``loss`` for training, ``eval_targets`` + metrics for validation. Initialisation from a checkpoint (plain
+state_dict, Lightning, or a SmartPretrain SSL checkpoint once that transfer exists) happens before training
+through :func:`smartpretrain.io.checkpoints.load_into`, which reports loaded / missing / unexpected keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from smartpretrain.backbones.base import Backbone, Forecast
+from smartpretrain.metrics.forecasting import ForecastingMetrics, select_agents
+from smartpretrain.tasks.optim import decay_groups
+
+log = logging.getLogger(__name__)
+
+
+class FinetuneTask(pl.LightningModule):
+    """Fine-tune / train a backbone for forecasting.
+
+    Args:
+        backbone: the model (its state_dict keys are the backbone's own: checkpoints load without prefixes
+            through :meth:`backbone_state_dict`).
+        lr, weight_decay: AdamW; weight decay only on weight matrices (see ``decay_groups``).
+        max_epochs: cosine schedule length (CosineAnnealingLR, eta_min = ``min_lr``, stepped per epoch).
+        eval_scope: ``"focal"`` (AV2 convention) or ``"scored"`` agents in validation metrics.
+        metric_ks: the K values of minADE/minFDE/MR/brier-minFDE.
+        datasets: dataset names for the per-dataset metric breakdown.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        lr: float = 5e-4,
+        weight_decay: float = 1e-4,
+        max_epochs: int = 64,
+        min_lr: float = 0.0,
+        eval_scope: str = "focal",
+        metric_ks: tuple[int, ...] = (1, 6),
+        datasets: tuple[str, ...] = ("av1", "av2", "womd"),
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.lr, self.weight_decay, self.max_epochs, self.min_lr = lr, weight_decay, max_epochs, min_lr
+        self.eval_scope = eval_scope
+        self.val_metrics = ForecastingMetrics(ks=tuple(metric_ks), datasets=tuple(datasets))
+        self.save_hyperparameters(ignore=["backbone"])
+
+    def forward(self, batch: Any) -> Forecast:
+        return self.backbone(batch)
+
+    def _batch_size(self, batch: Any) -> int:
+        return int(getattr(batch, "num_graphs", 1))
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        forecast = self.backbone(batch)
+        losses = self.backbone.loss(batch, forecast)
+        bs = self._batch_size(batch)
+        for name, value in losses.items():
+            self.log(f"train_{name}", value, prog_bar=name == "loss", batch_size=bs, sync_dist=False)
+        return losses["loss"]
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        forecast = self.backbone(batch)
+        losses = self.backbone.loss(batch, forecast)
+        bs = self._batch_size(batch)
+        self.log("val_loss", losses["loss"], batch_size=bs, sync_dist=True, prog_bar=True)
+        self.update_metrics(self.val_metrics, batch, forecast)
+
+    def update_metrics(self, metrics: ForecastingMetrics, batch: Any, forecast: Forecast) -> None:
+        targets = self.backbone.eval_targets(batch)
+        mask = select_agents(targets, self.eval_scope) & targets.valid.any(dim=-1)
+        if not bool(mask.any()):
+            return
+        prob = torch.softmax(forecast.pi[mask].float(), dim=-1)
+        groups = [targets.dataset[int(i)] for i in targets.scene_index[mask].tolist()]
+        metrics.update(forecast.loc[mask].float(), prob, targets.target[mask].float(), targets.valid[mask], groups)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        for name, value in values.items():
+            self.log(f"val_{name}", value, prog_bar=name in ("minFDE_6", "minADE_6"), sync_dist=False)
+        self.val_metrics.reset()
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(decay_groups(self.backbone, self.weight_decay), lr=self.lr)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.max_epochs, eta_min=self.min_lr)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

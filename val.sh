@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Validation metrics of a checkpoint:  ./val.sh data=av2 cache_root=cache ckpt_path=<path | https:// | hf://>
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+PY=${PYTHON:-$( [ -x "$here/.venv/bin/python" ] && echo "$here/.venv/bin/python" || echo python )}
+exec "$PY" -m smartpretrain.evaluate mode=val "$@"
