@@ -67,7 +67,9 @@ def evaluate(cfg: DictConfig, out_dir: Path, backbone: Backbone | None = None) -
         num_workers=int(cfg.num_workers),
         collate_fn=adapter.collate,
     )
-    metrics = ForecastingMetrics(ks=(1, 6), datasets=("av1", "av2", "womd", "synthetic")).to(device)
+    # K = 6 needs 6 modes; a single-mode baseline is scored at K = 1 only (its one guess)
+    ks = tuple(sorted({1, min(6, int(backbone.num_modes))}))
+    metrics = ForecastingMetrics(ks=ks, datasets=("av1", "av2", "womd", "synthetic")).to(device)
     submission = SubmissionBuilder() if cfg.mode == "test" else None
     plotted = 0
     for batch in tqdm(loader, desc=f"{cfg.mode} {cfg.data.name}", unit="batch"):

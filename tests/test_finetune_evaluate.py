@@ -121,3 +121,17 @@ def test_val_and_test_scripts_with_served_checkpoint(overfit, fixture_cache: Pat
     # global (city) frame: every mode starts within a few metres of the focal agent's current city position
     origin = Av2Converter(AV2_FIXTURE_ROOT, "val").convert(scenario_id).scene.origin[:2]
     assert float(np.linalg.norm(trajectories[:, 0] - origin, axis=-1).max()) < 5.0
+
+
+def test_constant_velocity_baseline_matches_hand_computation(fixture_cache: Path, tmp_path: Path) -> None:
+    cfg = _cfg("evaluate", ["data=av2", "model=constant_velocity", f"cache_root={fixture_cache}", "ckpt_path=null",
+                            "mode=val", "num_workers=0"])  # fmt: skip
+    metrics = evaluate(cfg, tmp_path)["metrics"]
+    assert "minFDE_6" not in metrics  # one mode: scored at K = 1 only
+    scene = Av2Converter(AV2_FIXTURE_ROOT, "val").convert("0a1e6f0a-1817-4a98-b02e-db8c9327d151").scene
+    pos = scene.agents.position[scene.focal_index, :, :2].astype(np.float64)
+    velocity = (pos[49] - pos[44]) / 0.5  # window = 5 steps, all observed for the focal agent
+    predicted = pos[49] + velocity[None] * (np.arange(1, 61)[:, None] * 0.1)
+    errors = np.linalg.norm(predicted - pos[50:110], axis=-1)
+    assert metrics["minFDE_1"] == pytest.approx(errors[-1], abs=1e-3)
+    assert metrics["minADE_1"] == pytest.approx(errors.mean(), abs=1e-3)
