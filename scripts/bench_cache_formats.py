@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from smartpretrain.data.cache import _shuffle, decode_scene, encode_scene
+from smartpretrain.data.cache import _shuffle, atomic_write_text, decode_scene, encode_scene
 from smartpretrain.data.converters.av2 import Av2Converter
 from smartpretrain.data.scene import MapData, Scene
 
@@ -106,7 +106,7 @@ def main() -> None:
         for fmt, r in report[name].items():
             print(f"  {fmt:<24}{r['kib_per_scene']:>10.2f}{r['encode_ms']:>11.3f}{r['decode_ms']:>11.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    atomic_write_text(args.out, json.dumps(report, indent=2))
     print(f"\nwrote {args.out}")
 
 

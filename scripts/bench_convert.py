@@ -24,7 +24,7 @@ import numpy as np
 from av2.datasets.motion_forecasting.scenario_serialization import load_argoverse_scenario_parquet
 from av2.map.map_api import ArgoverseStaticMap
 
-from smartpretrain.data.cache import SceneCache, encode_scene
+from smartpretrain.data.cache import SceneCache, atomic_write_text, encode_scene
 from smartpretrain.data.conversion import ConversionSettings, convert_split
 from smartpretrain.data.converters.av2 import Av2Converter, read_av2_map
 from smartpretrain.data.replicate import replicate_av2_scenario
@@ -190,7 +190,7 @@ def main() -> None:
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    atomic_write_text(args.out, json.dumps(report, indent=2))
     print(f"wrote {args.out}")
 
 

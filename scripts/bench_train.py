@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from smartpretrain.data.cache import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO.parent / "shared" / "fixtures" / "av2"
 FIXTURE_ID = "0a1e6f0a-1817-4a98-b02e-db8c9327d151"
@@ -113,7 +115,7 @@ def main() -> None:
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    atomic_write_text(args.out, json.dumps(report, indent=2))
     print(f"wrote {args.out}")
 
 

@@ -58,7 +58,6 @@ def evaluate(cfg: DictConfig, out_dir: Path, backbone: Backbone | None = None) -
     device = torch.device("cuda" if cfg.accelerator == "gpu" and torch.cuda.is_available() else "cpu")
     backbone = backbone.to(device).eval()
     adapter = backbone.make_adapter()
-    scenes = SceneDataset(split_dir(cfg, cfg.split))
     dataset = SceneDataset(split_dir(cfg, cfg.split), transform=adapter)
     indices = range(len(dataset) if cfg.limit_scenes is None else min(int(cfg.limit_scenes), len(dataset)))
     loader = DataLoader(
@@ -98,7 +97,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, backbone: Backbone | None = None) -
                 city_xy[chosen].cpu().numpy(),
                 prob[chosen].cpu().numpy(),
             )
-        plotted = _plot(cfg, out_dir, scenes, batch, targets, chosen, scene_xy, prob, plotted)
+        plotted = _plot(cfg, out_dir, dataset, batch, targets, chosen, scene_xy, prob, plotted)
     summary: dict[str, Any] = {
         "mode": cfg.mode,
         "dataset": cfg.data.name,
@@ -117,7 +116,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, backbone: Backbone | None = None) -
     return summary
 
 
-def _plot(cfg, out_dir, scenes, batch, targets, chosen, scene_xy, prob, plotted: int) -> int:
+def _plot(cfg, out_dir, dataset, batch, targets, chosen, scene_xy, prob, plotted: int) -> int:
     if plotted >= int(cfg.num_plots):
         return plotted
     from smartpretrain.viz.forecast_plot import save_forecast_png
@@ -130,7 +129,7 @@ def _plot(cfg, out_dir, scenes, batch, targets, chosen, scene_xy, prob, plotted:
         if len(rows) == 0:
             continue
         r = int(rows[0])
-        scene = scenes.caches[0].get(scenario_id)
+        scene = dataset.caches[0].get(scenario_id)  # the untransformed Scene, for drawing
         save_forecast_png(
             scene, scene_xy[r].cpu().numpy(), prob[r].cpu().numpy(), out_dir / "plots" / f"{scenario_id}.png"
         )
