@@ -2,6 +2,7 @@
 
 python -m smartpretrain.finetune data=av2 cache_root=cache model=qcnet trainer=gpu trainer.devices=8
 python -m smartpretrain.finetune data=av1 model=qcnet_small max_epochs=5 ckpt_path=https://.../model.ckpt
+python -m smartpretrain.finetune data=av2 pretrained_ckpt=outputs/pretrain/.../last.ckpt copy_refine=true
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pytorch_lightning.loggers import CSVLogger
 from smartpretrain.backbones.base import Backbone
 from smartpretrain.data.cache import atomic_write_text
 from smartpretrain.data.datamodule import SceneDataModule
-from smartpretrain.io.checkpoints import extract_state_dict, load_checkpoint, load_into
+from smartpretrain.io.checkpoints import extract_state_dict, load_checkpoint, load_into, transfer_pretrained
 from smartpretrain.tasks.finetune import FinetuneTask
 
 log = logging.getLogger("smartpretrain.finetune")
@@ -32,9 +33,36 @@ def split_dir(cfg: DictConfig, split: str) -> Path:
     return Path(cfg.cache_root) / cfg.data.name / split
 
 
-def build_backbone(cfg: DictConfig) -> Backbone:
-    """Instantiate ``cfg.model`` and, when ``cfg.ckpt_path`` is set, load its weights (with a key report)."""
+def build_backbone(cfg: DictConfig, out_dir: Path | None = None) -> Backbone:
+    """Instantiate ``cfg.model``; then load ``cfg.pretrained_ckpt`` (an SSL checkpoint, through
+    :func:`~smartpretrain.io.checkpoints.transfer_pretrained`) and / or ``cfg.ckpt_path`` (forecasting weights),
+    printing a key report (also written to ``out_dir/transfer_report.json``)."""
     backbone: Backbone = instantiate(cfg.model)
+    if cfg.get("pretrained_ckpt"):
+        checkpoint = load_checkpoint(str(cfg.pretrained_ckpt), sha256=cfg.get("pretrained_sha256"))
+        report = transfer_pretrained(
+            backbone,
+            checkpoint,
+            branch=str(cfg.get("pretrained_branch", "momentum")),
+            copy_refine=bool(cfg.get("copy_refine", False)),
+        )
+        print(f"pre-trained weights from {cfg.pretrained_ckpt}:\n{report}", flush=True)
+        if out_dir is not None:
+            summary = {
+                "source": str(cfg.pretrained_ckpt),
+                "source_prefix": report.source_prefix,
+                "loaded": report.loaded,
+                "missing": report.missing,
+                "unexpected": report.unexpected,
+                "reshaped": [list(r) for r in report.reshaped],
+                "expanded": [list(r) for r in report.expanded],
+                "copied": [list(r) for r in report.copied],
+                "dropped": report.dropped,
+                "strict_prefixes": list(report.strict_prefixes),
+                "strict_loaded": len(report.strict_loaded()),
+            }
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out_dir / "transfer_report.json", json.dumps(summary, indent=2))
     if cfg.get("ckpt_path"):
         checkpoint = load_checkpoint(str(cfg.ckpt_path), sha256=cfg.get("ckpt_sha256"))
         state = extract_state_dict(checkpoint, prefix="backbone.")
@@ -55,7 +83,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Fit and return the final logged metrics."""
     pl.seed_everything(int(cfg.seed), workers=True)
     save_run_config(cfg, out_dir)
-    backbone = build_backbone(cfg)
+    backbone = build_backbone(cfg, out_dir)
     adapter = backbone.make_adapter()
     datamodule = SceneDataModule(
         train=split_dir(cfg, cfg.train_split),

@@ -94,6 +94,18 @@ class Backbone(nn.Module, abc.ABC):
     #: number of future steps F the decoder predicts
     num_future_steps: int
 
+    #: Weight transfer from a pre-trained checkpoint (:func:`smartpretrain.io.checkpoints.transfer_pretrained`):
+    #: key prefixes that must all be loaded (the encoder), per-mode tables whose single pre-trained row is
+    #: repeated to K modes, and "copy_refine" prefix pairs (source stage -> a second stage initialised from it).
+    pretrained_strict_prefixes: tuple[str, ...] = ("encoder.",)
+    mode_embedding_keys: tuple[str, ...] = ()
+    propose_to_refine_prefixes: dict[str, str] = {}  # noqa: RUF012 (read-only class default)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size D of the per-agent embeddings :meth:`agent_embeddings` returns (what the SSL projector takes)."""
+        raise NotImplementedError(f"{type(self).__name__} has no agent embeddings for pre-training")
+
     @abc.abstractmethod
     def make_adapter(self) -> BackboneAdapter:
         """The adapter producing this backbone's input, configured like the backbone (steps, radii, ...)."""

@@ -290,8 +290,9 @@ class RoadNetwork:
         return z0 + gx * (xy[..., 0] - self.center[0]) + gy * (xy[..., 1] - self.center[1])
 
 
-def _straight_lane(p0: np.ndarray, p1: np.ndarray, width: float, spacing: float = 5.0
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _straight_lane(
+    p0: np.ndarray, p1: np.ndarray, width: float, spacing: float = 5.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centerline and left / right boundaries of a straight lane from ``p0`` to ``p1``."""
     delta = p1 - p0
     length = math.hypot(delta[0], delta[1])
@@ -382,8 +383,17 @@ def build_road_network(
                         marks = (between, outer_right)
                     else:
                         marks = ("SOLID_WHITE", "NONE")
-                    lanes.append(Lane(center, left, right, lane_type=lane_type, has_traffic_control=near,
-                                      left_mark_type=marks[0], right_mark_type=marks[1]))
+                    lanes.append(
+                        Lane(
+                            center,
+                            left,
+                            right,
+                            lane_type=lane_type,
+                            has_traffic_control=near,
+                            left_mark_type=marks[0],
+                            right_mark_type=marks[1],
+                        )
+                    )
                     ids.append(len(lanes) - 1)
                 seg_ids[(inbound, kind)] = ids
         # Topology along the arm, and same-direction neighbours.
@@ -422,8 +432,9 @@ def build_road_network(
         for side in (1.0, -1.0):
             lat = side * nr * (road_hw + 2.0)
             sidewalks.append(np.stack([near_end + d + lat, far_end + lat]))
-        drivable.append(np.stack([near_end + nr * road_hw, far_end + nr * road_hw,
-                                  far_end - nr * road_hw, near_end - nr * road_hw]))
+        drivable.append(
+            np.stack([near_end + nr * road_hw, far_end + nr * road_hw, far_end - nr * road_hw, near_end - nr * road_hw])
+        )
         inter.extend([near_end + nr * road_hw, near_end - nr * road_hw])  # counter-clockwise around the centre
         for kind in kinds:
             for inbound in (False, True):
@@ -533,8 +544,15 @@ class _AgentPool:
         self.offmap: list[np.ndarray] = []
         self.turning: list[bool] = []
 
-    def add(self, pos: np.ndarray, obj_type: str, kind: int, fallback: float, offmap: np.ndarray | None = None,
-            turning: bool = False) -> None:
+    def add(
+        self,
+        pos: np.ndarray,
+        obj_type: str,
+        kind: int,
+        fallback: float,
+        offmap: np.ndarray | None = None,
+        turning: bool = False,
+    ) -> None:
         self.positions.append(pos)
         self.types.append(obj_type)
         self.kinds.append(kind)
@@ -543,8 +561,9 @@ class _AgentPool:
         self.turning.append(turning)
 
 
-def _route(net: RoadNetwork, chain_id: int, rng: np.random.Generator, straight_only: bool = False
-           ) -> tuple[np.ndarray, np.ndarray, str, int, float]:
+def _route(
+    net: RoadNetwork, chain_id: int, rng: np.random.Generator, straight_only: bool = False
+) -> tuple[np.ndarray, np.ndarray, str, int, float]:
     """A chain continued through a random connector onto an exit chain (if the chain has exits).
 
     Returns the polyline, its arc length, the turn, the last chain of the route and the arc length at which that
@@ -563,8 +582,9 @@ def _route(net: RoadNetwork, chain_id: int, rng: np.random.Generator, straight_o
     return pts, cum, turn, exit_chain, float(cum[len(c.points) + len(connector) - 2])
 
 
-def _speed_profiles(rng: np.random.Generator, n: int, num_steps: int, obj_types: list[str], exit_only: np.ndarray,
-                    hero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _speed_profiles(
+    rng: np.random.Generator, n: int, num_steps: int, obj_types: list[str], exit_only: np.ndarray, hero: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Desired speed ``[n, T]`` and initial speed ``[n]``: cruise, accelerate, brake, stopped or slow."""
     t = np.arange(num_steps) * DT
     base = rng.uniform(7.0, 14.0, n)
@@ -578,8 +598,9 @@ def _speed_profiles(rng: np.random.Generator, n: int, num_steps: int, obj_types:
     base[hero] = rng.uniform(7.0, 11.0, int(hero.sum()))
     slow = beh == 4
     base[slow] = rng.uniform(1.5, 5.0, int(slow.sum()))
-    wobble = rng.uniform(0.0, 0.5, n)[:, None] * np.sin(2 * math.pi * t / rng.uniform(4.0, 9.0, n)[:, None]
-                                                        + rng.uniform(0, 2 * math.pi, n)[:, None])
+    wobble = rng.uniform(0.0, 0.5, n)[:, None] * np.sin(
+        2 * math.pi * t / rng.uniform(4.0, 9.0, n)[:, None] + rng.uniform(0, 2 * math.pi, n)[:, None]
+    )
     vd = base[:, None] + wobble
     v_init = vd[:, 0].copy()
     acc = beh == 1
@@ -683,7 +704,7 @@ def _simulate_vehicles(net: RoadNetwork, rng: np.random.Generator, pool: _AgentP
     switch = int(rng.integers(15, 2 * nt))
     green = np.full(nt, g0)
     green[switch:] = -1
-    green[switch + 30:] = 1 - g0
+    green[switch + 30 :] = 1 - g0
     red_sched = (group[:, None] >= 0) & (group[:, None] != green[None, :])  # [n, T] red light for the vehicle
     # Left turners yield to oncoming traffic (vehicles of the opposite approach that do not turn left).
     n_arms = len(net.arms)
@@ -775,8 +796,13 @@ def _simulate_cyclists(net: RoadNetwork, rng: np.random.Generator, pool: _AgentP
         cum = _arclength(pts)
         v = float(rng.uniform(3.0, 7.0))
         s = float(rng.uniform(0.0, net.chains[ci].length)) + v * t + 0.3 * np.sin(t * rng.uniform(0.5, 1.5))
-        pool.add(_eval_path(pts, cum, s), "cyclist", _KIND_MOBILE, _tangent_heading(pts, cum, float(s[0])),
-                 (s < -1.0) | (s > cum[-1] + 1.0))
+        pool.add(
+            _eval_path(pts, cum, s),
+            "cyclist",
+            _KIND_MOBILE,
+            _tangent_heading(pts, cum, float(s[0])),
+            (s < -1.0) | (s > cum[-1] + 1.0),
+        )
 
 
 def _simulate_pedestrians(net: RoadNetwork, rng: np.random.Generator, pool: _AgentPool) -> None:
@@ -866,8 +892,9 @@ def _motion(positions: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, np
     return vel, np.arctan2(np.sin(heading), np.cos(heading))
 
 
-def simulate_agents(net: RoadNetwork, rng: np.random.Generator, num_steps: int = AV2_NUM_STEPS,
-                    current_step: int = AV2_CURRENT_STEP) -> SimTracks:
+def simulate_agents(
+    net: RoadNetwork, rng: np.random.Generator, num_steps: int = AV2_NUM_STEPS, current_step: int = AV2_CURRENT_STEP
+) -> SimTracks:
     """Simulate 20-60 agents on ``net`` for ``num_steps`` steps of 0.1 s and assign AV2 roles.
 
     Returns noisy positions, headings and velocities with observation masks: the AV (``av_index``), the focal track
@@ -1084,8 +1111,14 @@ def _av2_scene(seed: int, index: int) -> tuple[str, pa.Table, dict[str, Any]]:
     return scenario_id, _av2_table(tracks, rng, scenario_id), _av2_map(net, rng)
 
 
-def generate_av2(root: str | Path, split: str = "train", num_scenes: int = 8, seed: int = 0,
-                 start_index: int = 0, progress: bool = False) -> list[Path]:
+def generate_av2(
+    root: str | Path,
+    split: str = "train",
+    num_scenes: int = 8,
+    seed: int = 0,
+    start_index: int = 0,
+    progress: bool = False,
+) -> list[Path]:
     """Write scenes ``start_index .. start_index + num_scenes - 1`` in the Argoverse 2 motion-forecasting layout.
 
     Each scene is ``{root}/{split}/{scenario_id}/scenario_{scenario_id}.parquet`` (110 steps, the AV2 columns and
@@ -1167,8 +1200,9 @@ def write_av1_vector_map(path: str | Path, lanes: Sequence[AV1Lane]) -> None:
         ways.extend(f'  <tag k="predecessor" v="{int(p)}" />' for p in lane.predecessors)
         ways.extend(f'  <tag k="successor" v="{int(s)}" />' for s in lane.successors)
         ways.append(" </way>")
-    text = "\n".join(['<?xml version="1.0" encoding="UTF-8"?>', "<ArgoverseVectorMap>", *nodes, *ways,
-                      "</ArgoverseVectorMap>", ""])
+    text = "\n".join(
+        ['<?xml version="1.0" encoding="UTF-8"?>', "<ArgoverseVectorMap>", *nodes, *ways, "</ArgoverseVectorMap>", ""]
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write_bytes(path, text.encode())
@@ -1299,8 +1333,15 @@ def _av1_scene(seed: int, index: int) -> tuple[str, str, list[AV1Lane]]:
     return city, "\n".join(lines), _av1_lanes(net, index)
 
 
-def generate_av1(root: str | Path, split: str = "train", num_scenes: int = 8, seed: int = 0, with_map: bool = False,
-                 start_index: int = 0, progress: bool = False) -> list[Path]:
+def generate_av1(
+    root: str | Path,
+    split: str = "train",
+    num_scenes: int = 8,
+    seed: int = 0,
+    with_map: bool = False,
+    start_index: int = 0,
+    progress: bool = False,
+) -> list[Path]:
     """Write scenes in the Argoverse 1 forecasting layout: ``{root}/{split}/data/{seq_id}.csv``.
 
     50 steps (20 history + 30 future) at ~10 Hz with jittered timestamps; one ``AGENT`` and the ``AV`` are observed
@@ -1356,8 +1397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     dt = time.perf_counter() - t0
     rate = len(written) / dt if dt > 0 else float("inf")
     maps = " (+ vector maps)" if args.format == "av1" and args.with_map else ""
-    print(f"wrote {len(written)} synthetic {args.format} scenes{maps} to {Path(args.root) / args.split} "
-          f"in {dt:.2f} s ({rate:.0f} scenes/s, seed {args.seed})")
+    print(
+        f"wrote {len(written)} synthetic {args.format} scenes{maps} to {Path(args.root) / args.split} "
+        f"in {dt:.2f} s ({rate:.0f} scenes/s, seed {args.seed})"
+    )
     return 0
 
 

@@ -171,12 +171,12 @@ def test_scenes_in_a_batch_are_independent():
 
 
 def test_backbone_interface():
-    model = QCNet(**SMALL)
+    model = QCNet(**SMALL, ssl_query="encoder")
     data = make_batch(2, seed=1)
     enc = model.encode(data)
     emb = model.agent_embeddings(data, enc)
     a = data["agent"].num_nodes
-    assert emb.embeddings.shape == (a, 1, 32)
+    assert emb.embeddings.shape == (a, 1, 32) and model.embedding_dim == 32
     assert torch.equal(emb.embeddings[:, 0], enc["x_a"][:, -1])
     assert torch.equal(emb.scene_index, data["agent"].batch)
     assert torch.equal(emb.agent_index, data["agent"].agent_index)

@@ -503,8 +503,15 @@ NODES = {
 }
 LANES = [
     {"id": 101, "nodes": [1, 2, 3], "pred": [100], "succ": [102], "l_neighbor_id": 103},
-    {"id": 102, "nodes": [3, 4], "pred": [101], "succ": [104], "is_intersection": "True",
-     "has_traffic_control": "True", "turn_direction": "LEFT"},
+    {
+        "id": 102,
+        "nodes": [3, 4],
+        "pred": [101],
+        "succ": [104],
+        "is_intersection": "True",
+        "has_traffic_control": "True",
+        "turn_direction": "LEFT",
+    },
     {"id": 103, "nodes": [5, 6], "r_neighbor_id": 101},
     {"id": 104, "nodes": [7, 8], "pred": [102]},
     {"id": 106, "nodes": [9, 10]},

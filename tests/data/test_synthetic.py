@@ -31,8 +31,16 @@ from smartpretrain.data.synthetic import (
 from tests.conftest import AV2_FIXTURE_ID, AV2_FIXTURE_ROOT
 
 AV2_OBJECT_TYPES = {
-    "vehicle", "pedestrian", "motorcyclist", "cyclist", "bus", "static", "background", "construction",
-    "riderless_bicycle", "unknown",
+    "vehicle",
+    "pedestrian",
+    "motorcyclist",
+    "cyclist",
+    "bus",
+    "static",
+    "background",
+    "construction",
+    "riderless_bicycle",
+    "unknown",
 }
 AV1_WAY_TAGS = {"has_traffic_control", "turn_direction", "is_intersection", "l_neighbor_id", "r_neighbor_id"}
 
@@ -131,8 +139,9 @@ def test_av2_readable_by_av2_package(av2_scenes: list[Path]) -> None:
 def test_av2_scored_and_fragments(av2_scenes: list[Path]) -> None:
     for scene_dir in av2_scenes:
         df = pd.read_parquet(_files(scene_dir)[0])
-        per_track = df.groupby("track_id").agg(cat=("object_category", "first"), n=("timestep", "size"),
-                                               lo=("timestep", "min"), hi=("timestep", "max"))
+        per_track = df.groupby("track_id").agg(
+            cat=("object_category", "first"), n=("timestep", "size"), lo=("timestep", "min"), hi=("timestep", "max")
+        )
         assert (per_track["cat"] == 3).sum() == 1
         scored = per_track[per_track["cat"] == 2]
         assert 1 <= len(scored) <= 5
@@ -343,8 +352,14 @@ def test_write_av1_vector_map_roundtrip(tmp_path: Path) -> None:
     lanes = [
         AV1Lane(7, np.array([[0.0, 0.0], [10.0, 0.0], [20.0, 0.5]]), r_neighbor_id=8, successors=[9]),
         AV1Lane(8, np.array([[0.0, -3.5, 1.0], [20.0, -3.5, 1.25]]), l_neighbor_id=7),
-        AV1Lane(9, np.array([[20.0, 0.5], [30.0, 8.0]]), has_traffic_control=True, turn_direction="LEFT",
-                is_intersection=True, predecessors=[7, 8]),
+        AV1Lane(
+            9,
+            np.array([[20.0, 0.5], [30.0, 8.0]]),
+            has_traffic_control=True,
+            turn_direction="LEFT",
+            is_intersection=True,
+            predecessors=[7, 8],
+        ),
     ]
     path = tmp_path / "map_files" / "pruned_argoverse_PIT_10314_vector_map.xml"
     write_av1_vector_map(path, lanes)
@@ -358,9 +373,17 @@ def test_write_av1_vector_map_roundtrip(tmp_path: Path) -> None:
     back = read_av1_vector_map(path)
     for a, b in zip(lanes, back, strict=True):
         assert (a.lane_id, a.has_traffic_control, a.turn_direction, a.is_intersection) == (
-            b.lane_id, b.has_traffic_control, b.turn_direction, b.is_intersection)
+            b.lane_id,
+            b.has_traffic_control,
+            b.turn_direction,
+            b.is_intersection,
+        )
         assert (a.l_neighbor_id, a.r_neighbor_id, a.predecessors, a.successors) == (
-            b.l_neighbor_id, b.r_neighbor_id, b.predecessors, b.successors)
+            b.l_neighbor_id,
+            b.r_neighbor_id,
+            b.predecessors,
+            b.successors,
+        )
         np.testing.assert_allclose(a.centerline, b.centerline)
     with pytest.raises(ValueError):
         write_av1_vector_map(tmp_path / "bad.xml", [AV1Lane(1, np.zeros((1, 2)))])
@@ -375,9 +398,25 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert len(out) == 1 and "2 synthetic av1 scenes" in out[0]
     assert (tmp_path / "val" / "data" / "2.csv").exists() and (tmp_path / "map_files").is_dir()
     proc = subprocess.run(
-        [sys.executable, "-m", "smartpretrain.data.synthetic", "--format", "av2", "--root", str(tmp_path),
-         "--split", "train", "--num-scenes", "2", "--seed", "4"],
-        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2],
+        [
+            sys.executable,
+            "-m",
+            "smartpretrain.data.synthetic",
+            "--format",
+            "av2",
+            "--root",
+            str(tmp_path),
+            "--split",
+            "train",
+            "--num-scenes",
+            "2",
+            "--seed",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert len(proc.stdout.strip().splitlines()) == 1 and "2 synthetic av2 scenes" in proc.stdout
     assert len(list((tmp_path / "train").iterdir())) == 2

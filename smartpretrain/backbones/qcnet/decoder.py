@@ -36,6 +36,10 @@ class QCNetDecoder(nn.Module):
     location = proposal + offset, scale = ELU + 1 + 0.1, and ``pi`` the mode logits. Heading (``output_head``):
     propose location cumsum(tanh * pi), concentration 1 / (cumsum(ELU + 1) + 0.02); refine tanh * pi + proposal,
     1 / (ELU + 1 + 0.02). All outputs are in each agent's frame at step H-1.
+
+    ``propose_stack_only=True`` builds only what SmartPretrain's SSL branch uses (``mode_emb``, the relative
+    embeddings and the propose attention stack: the release's 281-key ``QCNetDecoder_ssl``); then only
+    :meth:`propose_queries` is available.
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class QCNetDecoder(nn.Module):
         head_dim: int = 16,
         dropout: float = 0.1,
         max_num_neighbors: int = 300,
+        propose_stack_only: bool = False,
     ) -> None:
         super().__init__()
         if num_future_steps % num_recurrent_steps != 0:
@@ -72,23 +77,31 @@ class QCNetDecoder(nn.Module):
         self.num_t2m_steps = num_t2m_steps if num_t2m_steps is not None else num_historical_steps
         self.pl2m_radius, self.a2m_radius = pl2m_radius, a2m_radius
         self.num_layers, self.max_num_neighbors = num_layers, max_num_neighbors
+        self.propose_stack_only = propose_stack_only
 
         self.mode_emb = nn.Embedding(num_modes, hidden_dim)
         self.r_t2m_emb = FourierEmbedding(4, hidden_dim, num_freq_bands)
         self.r_pl2m_emb = FourierEmbedding(3, hidden_dim, num_freq_bands)
         self.r_a2m_emb = FourierEmbedding(3, hidden_dim, num_freq_bands)
-        self.y_emb = FourierEmbedding(output_dim + int(output_head), hidden_dim, num_freq_bands)
-        self.traj_emb = nn.GRU(hidden_dim, hidden_dim, num_layers=1, bias=True, batch_first=False)
-        self.traj_emb_h0 = nn.Parameter(torch.zeros(1, hidden_dim))
+        if not propose_stack_only:
+            self.y_emb = FourierEmbedding(output_dim + int(output_head), hidden_dim, num_freq_bands)
+            self.traj_emb = nn.GRU(hidden_dim, hidden_dim, num_layers=1, bias=True, batch_first=False)
+            self.traj_emb_h0 = nn.Parameter(torch.zeros(1, hidden_dim))
         layer = dict(hidden_dim=hidden_dim, num_heads=num_heads, head_dim=head_dim, dropout=dropout)
-        for stage in ("propose", "refine"):
+        for stage in ("propose",) if propose_stack_only else ("propose", "refine"):
             for kind in ("t2m", "pl2m", "a2m"):
                 stack = nn.ModuleList(
                     AttentionLayer(bipartite=True, has_pos_emb=True, **layer) for _ in range(num_layers)
                 )
                 setattr(self, f"{kind}_{stage}_attn_layers", stack)
             setattr(self, f"m2m_{stage}_attn_layer", AttentionLayer(bipartite=False, has_pos_emb=False, **layer))
-        steps_per_rec = num_future_steps // num_recurrent_steps
+        if not propose_stack_only:
+            self._build_output_heads(output_dim, output_head)
+        self.apply(init_weights)
+
+    def _build_output_heads(self, output_dim: int, output_head: bool) -> None:
+        hidden_dim, num_future_steps = self.hidden_dim, self.num_future_steps
+        steps_per_rec = num_future_steps // self.num_recurrent_steps
         self.to_loc_propose_pos = MLPLayer(hidden_dim, hidden_dim, steps_per_rec * output_dim)
         self.to_scale_propose_pos = MLPLayer(hidden_dim, hidden_dim, steps_per_rec * output_dim)
         self.to_loc_refine_pos = MLPLayer(hidden_dim, hidden_dim, num_future_steps * output_dim)
@@ -99,18 +112,21 @@ class QCNetDecoder(nn.Module):
             self.to_loc_refine_head = MLPLayer(hidden_dim, hidden_dim, num_future_steps)
             self.to_conc_refine_head = MLPLayer(hidden_dim, hidden_dim, num_future_steps)
         self.to_pi = MLPLayer(hidden_dim, hidden_dim, 1)
-        self.apply(init_weights)
 
     # ----------------------------------------------------------------------------------------------------------
-    def build_graphs(self, data: HeteroData) -> dict[str, Tensor]:
-        """Edge indices and raw edge features of t2m, pl2m, a2m (untiled) and m2m; independent of the weights."""
+    def build_graphs(self, data: HeteroData, query_mask: Tensor | None = None) -> dict[str, Tensor]:
+        """Edge indices and raw edge features of t2m, pl2m, a2m (untiled) and m2m; independent of the weights.
+
+        ``query_mask [A]``: agents whose mode queries receive t2m / a2m messages; default: agents with some
+        future to predict (``predict_mask``).
+        """
         h, k = self.num_historical_steps, self.num_modes
         agent = data["agent"]
         pos = agent["position"][:, :h, :2]
         head = agent["heading"][:, :h]
         num_a, device = pos.size(0), pos.device
         pos_m, head_m = pos[:, -1], head[:, -1]
-        mask_dst = agent["predict_mask"].any(dim=-1)
+        mask_dst = agent["predict_mask"].any(dim=-1) if query_mask is None else query_mask
         mask_src = agent["valid_mask"][:, :h].clone()
         mask_src[:, : h - self.num_t2m_steps] = False
         out: dict[str, Tensor] = {}
@@ -178,16 +194,14 @@ class QCNetDecoder(nn.Module):
             m = m.view(k, num_a, d).transpose(0, 1).reshape(-1, d)  # -> agent-major
         return getattr(self, f"m2m_{stage}_attn_layer")(m, None, ctx["m2m"])
 
-    def forward(self, data: HeteroData, enc: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``enc``: ``x_a [A, H, D]``, ``x_pl [P, D]``. Returns ``loc_{propose,refine}_pos [A, K, F, 2]``,
-        ``scale_{propose,refine}_pos`` (Laplace scales), ``pi [A, K]`` (+ ``loc/conc_*_head [A, K, F, 1]``)."""
-        k, d, f = self.num_modes, self.hidden_dim, self.num_future_steps
+    def _context(self, data: HeteroData, enc: dict[str, Tensor], query_mask: Tensor | None = None) -> dict[str, Tensor]:
+        """Keys, values and embedded relative positions the mode queries attend to (mode-tiled)."""
+        k, d = self.num_modes, self.hidden_dim
         x_a, x_pl = enc["x_a"], enc["x_pl"]
         num_a, num_pl = x_a.size(0), x_pl.size(0)
-        g = self.build_graphs(data)
-
+        g = self.build_graphs(data, query_mask)
         modes = torch.arange(k, device=x_a.device)
-        ctx = {
+        return {
             "x_t": x_a.reshape(-1, d),
             "x_pl": x_pl.repeat(k, 1),
             "x_a": x_a[:, -1].repeat(k, 1),
@@ -201,6 +215,27 @@ class QCNetDecoder(nn.Module):
             "r_a2m": self.r_a2m_emb(continuous_inputs=g["r_a2m"], categorical_embs=None).repeat(k, 1),
             "m2m": g["m2m"],
         }
+
+    def propose_queries(self, data: HeteroData, enc: dict[str, Tensor]) -> Tensor:
+        """The mode queries after each propose recurrence, ``[A, R, K*D]`` (SmartPretrain's SSL embedding; the
+        release runs it with K = 1). Every agent observed at step H-1 is a query (views have no future)."""
+        num_a = enc["x_a"].size(0)
+        ctx = self._context(data, enc, query_mask=data["agent"]["valid_mask"][:, self.num_historical_steps - 1])
+        m = self.mode_emb.weight.repeat(num_a, 1)
+        out = []
+        for _ in range(self.num_recurrent_steps):
+            m = self._attend("propose", m, ctx, num_a)
+            out.append(m.view(num_a, -1))
+        return torch.stack(out, dim=1)
+
+    def forward(self, data: HeteroData, enc: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``enc``: ``x_a [A, H, D]``, ``x_pl [P, D]``. Returns ``loc_{propose,refine}_pos [A, K, F, 2]``,
+        ``scale_{propose,refine}_pos`` (Laplace scales), ``pi [A, K]`` (+ ``loc/conc_*_head [A, K, F, 1]``)."""
+        if self.propose_stack_only:
+            raise RuntimeError("this QCNetDecoder was built with propose_stack_only=True: it cannot forecast")
+        k, d, f = self.num_modes, self.hidden_dim, self.num_future_steps
+        num_a = enc["x_a"].size(0)
+        ctx = self._context(data, enc)
 
         # propose
         m = self.mode_emb.weight.repeat(num_a, 1)  # agent-major [A*K, D]

@@ -16,17 +16,37 @@ from smartpretrain.backbones.qcnet.encoder import QCNetEncoder
 from smartpretrain.backbones.qcnet.loss import qcnet_loss
 from smartpretrain.backbones.qcnet.map_encoder import batch_vector
 
+SSL_QUERIES = ("propose", "encoder")
 _EXTRAS_POS = ("loc_propose_pos", "scale_propose_pos", "loc_refine_pos", "scale_refine_pos")
 _EXTRAS_HEAD = ("loc_propose_head", "conc_propose_head", "loc_refine_head", "conc_refine_head")
+
+
+_PROPOSE_TO_REFINE = {
+    f"decoder.{kind}_propose_attn_{suffix}.": f"decoder.{kind}_refine_attn_{suffix}."
+    for kind, suffix in (("t2m", "layers"), ("pl2m", "layers"), ("a2m", "layers"), ("m2m", "layer"))
+}
 
 
 class QCNet(Backbone):
     """QCNet with the reference AV2 defaults (7,660,673 parameters).
 
+    For SmartPretrain, :meth:`agent_embeddings` returns (``ssl_query="propose"``, the release) the single-mode
+    query after each propose recurrence, ``[A, num_recurrent_steps, D]``, or (``"encoder"``) the encoder's
+    embedding at the current step, ``[A, 1, D]``. ``propose_stack_only=True`` builds only the modules the
+    release's SSL branch has (the encoder and the decoder's propose attention stack, 281 decoder keys at the
+    AV2 defaults); such a model pre-trains but cannot forecast.
+
     Input: the HeteroData (or Batch) of :class:`~smartpretrain.backbones.qcnet.adapter.QCNetAdapter`
     (``agent``, ``map_polygon``, ``map_point`` stores and the point->polygon, polygon->polygon edges; maps may
     be empty). Outputs are in each agent's frame at step ``num_historical_steps - 1``.
     """
+
+    #: keys that must all come from a pre-trained checkpoint (the rest may be missing)
+    pretrained_strict_prefixes = ("encoder.",)
+    #: per-mode tables: a pre-trained single-mode row is repeated to K modes
+    mode_embedding_keys = ("decoder.mode_emb.weight",)
+    #: "copy_refine": propose-stage attention weights also initialise the refine stage
+    propose_to_refine_prefixes = _PROPOSE_TO_REFINE
 
     def __init__(
         self,
@@ -56,6 +76,8 @@ class QCNet(Backbone):
         num_agent_types: int = 10,
         num_point_types: int = 17,
         num_polygon_types: int = 4,
+        ssl_query: str = "propose",
+        propose_stack_only: bool = False,
     ) -> None:
         super().__init__()
         if output_dim != 2:
@@ -69,6 +91,9 @@ class QCNet(Backbone):
         self.num_historical_steps, self.num_future_steps = num_historical_steps, num_future_steps
         self.num_modes, self.num_recurrent_steps = num_modes, num_recurrent_steps
         self.pl2pl_radius = pl2pl_radius
+        if ssl_query not in SSL_QUERIES:
+            raise ValueError(f"ssl_query must be one of {SSL_QUERIES}, got {ssl_query!r}")
+        self.ssl_query, self.propose_stack_only = ssl_query, propose_stack_only
         self.encoder = QCNetEncoder(
             input_dim=input_dim,
             hidden_dim=hidden_dim,
@@ -106,7 +131,12 @@ class QCNet(Backbone):
             head_dim=head_dim,
             dropout=dropout,
             max_num_neighbors=max_num_neighbors,
+            propose_stack_only=propose_stack_only,
         )
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.hidden_dim * (self.num_modes if self.ssl_query == "propose" else 1)
 
     def make_adapter(self) -> BackboneAdapter:
         from smartpretrain.backbones.qcnet.adapter import QCNetAdapter
@@ -122,10 +152,11 @@ class QCNet(Backbone):
         return self.encoder(batch)
 
     def agent_embeddings(self, batch: HeteroData, encoding: dict[str, Tensor]) -> AgentEmbeddings:
-        """The encoder's embedding of each agent at the current step, ``[A, 1, D]``."""
+        """Propose-stage queries ``[A, R, K*D]`` (``ssl_query="propose"``) or the encoder's ``x_a[:, -1:]``."""
         x_a = encoding["x_a"]
         scene = batch_vector(batch, "agent", x_a.size(0), x_a.device)
-        return AgentEmbeddings(x_a[:, -1:], scene, batch["agent"]["agent_index"])
+        emb = self.decoder.propose_queries(batch, encoding) if self.ssl_query == "propose" else x_a[:, -1:]
+        return AgentEmbeddings(emb, scene, batch["agent"]["agent_index"])
 
     def forecast(self, batch: HeteroData, encoding: dict[str, Tensor]) -> Forecast:
         out = self.decoder(batch, encoding)

@@ -186,9 +186,7 @@ def parse_map_file_name(path: Path | str) -> tuple[str, int]:
     path = Path(path)
     match = MAP_FILE_PATTERN.match(path.name)
     if match is None:
-        raise ConversionError(
-            DropReason.BAD_MAP, path, "file name is not pruned_argoverse_{CITY}_{ID}_vector_map.xml"
-        )
+        raise ConversionError(DropReason.BAD_MAP, path, "file name is not pruned_argoverse_{CITY}_{ID}_vector_map.xml")
     city, city_id = match.group(1), int(match.group(2))
     expected = AV1_CITY_IDS.get(city)
     if expected is not None and expected != city_id:

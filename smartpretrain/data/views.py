@@ -1,0 +1,274 @@
+"""Temporal views for self-supervised pre-training: two non-overlapping windows of one scene.
+
+A *view* is the scene restricted to ``H`` consecutive steps of its native timeline and re-indexed so that its last
+step is the present (``current_step = H - 1``); agents, map and origin are otherwise unchanged, so any backbone
+adapter turns a view into that backbone's input exactly as it does a whole scene.
+
+Window A starts at ``s_A ~ U{0 .. T - 2H}`` and window B at ``s_B ~ U{s_A + H .. T - H}`` (they touch or leave a
+gap, never overlap). An agent takes part in the SSL losses only if it is observed at every step of window A (it
+is a *query*); it is a contrastive positive only if it is also observed at every step of window B. For the
+reconstruction objective each query carries its window-B positions in its own frame at the last step of window A
+(origin at its position there, x along its heading), with a per-step observation mask.
+
+Nothing here knows a model: :class:`SSLViewTransform` takes any adapter (``Scene -> sample`` with a ``collate``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from smartpretrain.data.scene import AgentTracks, Scene
+
+__all__ = [
+    "SSLBatch",
+    "SSLSample",
+    "SSLViewTransform",
+    "TemporalViewSampler",
+    "ViewPair",
+    "ViewWindows",
+    "crop_scene",
+]
+
+
+class ViewTooShortError(ValueError):
+    """The scene's timeline cannot hold two windows of the requested length."""
+
+
+@dataclass(frozen=True)
+class ViewWindows:
+    """Start steps of the two windows (on the scene's timeline) and their common length ``H``."""
+
+    start_a: int
+    start_b: int
+    length: int
+
+    def __post_init__(self) -> None:
+        if self.start_a < 0 or self.start_b < self.start_a + self.length:
+            raise ValueError(f"windows overlap or start before 0: {self}")
+
+
+def crop_scene(scene: Scene, start: int, length: int) -> Scene:
+    """The scene restricted to steps ``start .. start + length - 1``, with ``current_step = length - 1``.
+
+    Steps outside the scene's timeline are unobserved (zeros), so a window may run past either end.
+    """
+    a = scene.agents
+    steps = start + np.arange(length)
+    inside = (steps >= 0) & (steps < scene.num_steps)
+    src = np.clip(steps, 0, scene.num_steps - 1)
+    valid = a.valid[:, src] & inside
+    agents = AgentTracks(
+        ids=a.ids,
+        type=a.type,
+        role=a.role,
+        is_sdc=a.is_sdc,
+        position=np.where(valid[..., None], a.position[:, src], np.float32(0.0)),
+        heading=np.where(valid, a.heading[:, src], np.float32(0.0)),
+        velocity=np.where(valid[..., None], a.velocity[:, src], np.float32(0.0)),
+        valid=valid,
+        size=a.size,
+    )
+    return replace(scene, num_steps=length, current_step=length - 1, agents=agents)
+
+
+@dataclass
+class ViewPair:
+    """Two views of one scene plus what the SSL losses need per query agent.
+
+    Attributes:
+        view_a, view_b: the cropped scenes (windows A and B).
+        windows: where they were cut.
+        query_agent: ``[P] int64`` agents (indices into ``scene.agents``) observed at every step of window A.
+        full_b: ``[P] bool`` the query is also observed at every step of window B (a contrastive positive).
+        target: ``[P, H, 2] float32`` window-B positions in the query's frame at the last step of window A.
+        target_valid: ``[P, H] bool`` steps of window B where the query is observed.
+    """
+
+    view_a: Scene
+    view_b: Scene
+    windows: ViewWindows
+    query_agent: np.ndarray
+    full_b: np.ndarray
+    target: np.ndarray
+    target_valid: np.ndarray
+
+
+class TemporalViewSampler:
+    """Cut two non-overlapping windows of ``window`` steps from a scene (see the module docstring).
+
+    Args:
+        window: H, steps per view (AV2 50, AV1 20-25, WOMD ~40).
+        deterministic: draw the windows from a generator seeded by ``(seed, scenario_id)`` instead of numpy's
+            global generator (used for validation, so every epoch sees the same views).
+        seed: the seed of the deterministic mode.
+    """
+
+    def __init__(self, window: int, deterministic: bool = False, seed: int = 0) -> None:
+        if window < 2:
+            raise ValueError(f"window must be >= 2 steps, got {window}")
+        self.window = int(window)
+        self.deterministic = bool(deterministic)
+        self.seed = int(seed)
+
+    def __repr__(self) -> str:
+        return f"TemporalViewSampler(window={self.window}, deterministic={self.deterministic}, seed={self.seed})"
+
+    def max_start(self, num_steps: int) -> int:
+        """The largest possible ``s_A`` (``T - 2H``)."""
+        return num_steps - 2 * self.window
+
+    def sample_windows(self, num_steps: int, key: str = "") -> ViewWindows:
+        h = self.window
+        if num_steps < 2 * h:
+            raise ViewTooShortError(
+                f"scene {key!r} has {num_steps} steps, fewer than two windows of {h}; lower the view window"
+            )
+        if self.deterministic:
+            rng = np.random.default_rng([self.seed, zlib.crc32(key.encode())])
+            start_a = int(rng.integers(0, num_steps - 2 * h + 1))
+            start_b = int(rng.integers(start_a + h, num_steps - h + 1))
+        else:  # numpy's global generator: seeded per DataLoader worker by Lightning's seed_everything(workers=True)
+            start_a = int(np.random.randint(0, num_steps - 2 * h + 1))
+            start_b = int(np.random.randint(start_a + h, num_steps - h + 1))
+        return ViewWindows(start_a, start_b, h)
+
+    def __call__(self, scene: Scene, windows: ViewWindows | None = None) -> ViewPair:
+        if windows is None:
+            windows = self.sample_windows(scene.num_steps, scene.scenario_id)
+        h = windows.length
+        view_a = crop_scene(scene, windows.start_a, h)
+        view_b = crop_scene(scene, windows.start_b, h)
+        query = np.flatnonzero(view_a.agents.valid.all(axis=1))
+        obs_b = view_b.agents.valid[query]
+        # window B in each query's frame at A's last step: rotate by -heading about its position there
+        origin = view_a.agents.position[query, -1, :2].astype(np.float64)
+        theta = view_a.agents.heading[query, -1].astype(np.float64)
+        cos, sin = np.cos(theta)[:, None], np.sin(theta)[:, None]
+        rel = view_b.agents.position[query, :, :2].astype(np.float64) - origin[:, None]
+        target = np.stack([cos * rel[..., 0] + sin * rel[..., 1], -sin * rel[..., 0] + cos * rel[..., 1]], axis=-1)
+        target[~obs_b] = 0.0
+        return ViewPair(
+            view_a=view_a,
+            view_b=view_b,
+            windows=windows,
+            query_agent=query.astype(np.int64),
+            full_b=obs_b.all(axis=1),
+            target=target.astype(np.float32),
+            target_valid=obs_b,
+        )
+
+
+class Adapter(Protocol):
+    def __call__(self, scene: Scene) -> Any: ...
+
+    def collate(self, samples: list[Any]) -> Any: ...
+
+
+@dataclass
+class SSLSample:
+    """One scene's SSL input: both views through the backbone adapter, and the per-query arrays as tensors."""
+
+    view_a: Any
+    view_b: Any
+    start_a: int
+    start_b: int
+    query_agent: Tensor
+    full_b: Tensor
+    target: Tensor
+    target_valid: Tensor
+    scenario_id: str
+    dataset: str
+
+
+@dataclass
+class SSLBatch:
+    """A batch of :class:`SSLSample`: collated views and the queries of all scenes, concatenated.
+
+    Attributes:
+        view_a, view_b: the backbone's collated batches of the two views.
+        start_a, start_b: ``[S] long`` window starts per scene.
+        query_scene, query_agent: ``[P] long`` the scene (within the batch) and agent index of each query.
+        full_b, target, target_valid: as in :class:`ViewPair`, concatenated over scenes.
+    """
+
+    view_a: Any
+    view_b: Any
+    start_a: Tensor
+    start_b: Tensor
+    query_scene: Tensor
+    query_agent: Tensor
+    full_b: Tensor
+    target: Tensor
+    target_valid: Tensor
+    scenario_ids: list[str]
+    datasets: list[str]
+
+    @property
+    def num_scenes(self) -> int:
+        return len(self.scenario_ids)
+
+    def to(self, device: torch.device | str) -> SSLBatch:
+        move = {name: getattr(self, name).to(device) for name in _TENSOR_FIELDS}
+        return replace(self, view_a=self.view_a.to(device), view_b=self.view_b.to(device), **move)
+
+
+_TENSOR_FIELDS = ("start_a", "start_b", "query_scene", "query_agent", "full_b", "target", "target_valid")
+
+
+class SSLViewTransform:
+    """Per-scene transform for pre-training: sample two views, pass both through ``adapter``.
+
+    Picklable (DataLoader workers); ``collate`` batches the samples with the adapter's own collate.
+    """
+
+    def __init__(self, sampler: TemporalViewSampler, adapter: Adapter) -> None:
+        self.sampler = sampler
+        self.adapter = adapter
+
+    def __repr__(self) -> str:
+        return f"SSLViewTransform({self.sampler!r}, {self.adapter!r})"
+
+    def __call__(self, scene: Scene) -> SSLSample:
+        pair = self.sampler(scene)
+        return SSLSample(
+            view_a=self.adapter(pair.view_a),
+            view_b=self.adapter(pair.view_b),
+            start_a=pair.windows.start_a,
+            start_b=pair.windows.start_b,
+            query_agent=torch.from_numpy(pair.query_agent),
+            full_b=torch.from_numpy(pair.full_b),
+            target=torch.from_numpy(pair.target),
+            target_valid=torch.from_numpy(pair.target_valid),
+            scenario_id=scene.scenario_id,
+            dataset=str(scene.dataset),
+        )
+
+    def collate(self, samples: Sequence[SSLSample]) -> SSLBatch:
+        return collate_ssl(samples, self.adapter.collate)
+
+
+def collate_ssl(samples: Sequence[SSLSample], collate_view: Callable[[list[Any]], Any]) -> SSLBatch:
+    """Batch SSL samples; views go through ``collate_view`` (the backbone adapter's collate)."""
+    if not samples:
+        raise ValueError("cannot collate an empty list of SSL samples")
+    counts = torch.tensor([len(s.query_agent) for s in samples], dtype=torch.long)
+    return SSLBatch(
+        view_a=collate_view([s.view_a for s in samples]),
+        view_b=collate_view([s.view_b for s in samples]),
+        start_a=torch.tensor([s.start_a for s in samples], dtype=torch.long),
+        start_b=torch.tensor([s.start_b for s in samples], dtype=torch.long),
+        query_scene=torch.repeat_interleave(torch.arange(len(samples)), counts),
+        query_agent=torch.cat([s.query_agent for s in samples]),
+        full_b=torch.cat([s.full_b for s in samples]),
+        target=torch.cat([s.target for s in samples]),
+        target_valid=torch.cat([s.target_valid for s in samples]),
+        scenario_ids=[s.scenario_id for s in samples],
+        datasets=[s.dataset for s in samples],
+    )

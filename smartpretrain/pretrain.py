@@ -1,0 +1,128 @@
+"""Self-supervised pre-training of a backbone (``train_ssl.sh``).
+
+python -m smartpretrain.pretrain data=av2 cache_root=cache model=qcnet trainer=gpu trainer.devices=8
+python -m smartpretrain.pretrain experiment=smartpretrain_cpu_small data=av1 max_epochs=3
+python -m smartpretrain.pretrain ssl.objectives.trl.weight=0          # TCL only
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from smartpretrain.backbones.base import Backbone
+from smartpretrain.data.cache import atomic_write_text
+from smartpretrain.data.datamodule import SceneDataModule
+from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
+from smartpretrain.finetune import save_run_config, split_dir
+from smartpretrain.ssl.objective import SSLObjective
+from smartpretrain.tasks.pretrain import PretrainTask
+
+log = logging.getLogger("smartpretrain.pretrain")
+
+
+def build_pretrain_backbone(cfg: DictConfig) -> Backbone:
+    """``cfg.model`` with ``cfg.model_overrides`` applied (QCNet: one mode, propose stack only)."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg.update(OmegaConf.to_container(cfg.get("model_overrides") or OmegaConf.create({}), resolve=True))
+    return instantiate(model_cfg)
+
+
+def build_objectives(cfg: DictConfig) -> tuple[dict[str, SSLObjective], dict[str, float]]:
+    """Objectives with a non-zero weight, and their weights."""
+    objectives: dict[str, SSLObjective] = {}
+    weights: dict[str, float] = {}
+    for name, spec in (cfg.ssl.objectives or {}).items():
+        if spec is None:
+            continue
+        spec = OmegaConf.to_container(spec, resolve=True)
+        weight = float(spec.pop("weight", 1.0))
+        if weight == 0.0:
+            continue
+        objectives[str(name)] = instantiate(spec)
+        weights[str(name)] = weight
+    if not objectives:
+        raise ValueError("every SSL objective is switched off (ssl.objectives.*.weight = 0)")
+    return objectives, weights
+
+
+def build_task(cfg: DictConfig) -> PretrainTask:
+    objectives, weights = build_objectives(cfg)
+    ssl = cfg.ssl
+    return PretrainTask(
+        build_pretrain_backbone(cfg),
+        objectives,
+        weights,
+        window=int(ssl.window),
+        proj_hidden_dim=int(ssl.proj_hidden_dim),
+        proj_dim=int(ssl.proj_dim),
+        lr_start=float(ssl.lr_start),
+        lr_peak=float(ssl.lr_peak),
+        lr_end=float(ssl.lr_end),
+        warmup_epochs=float(ssl.warmup_epochs),
+        max_epochs=float(cfg.max_epochs),
+        weight_decay_start=float(ssl.weight_decay_start),
+        weight_decay_end=float(ssl.weight_decay_end),
+        momentum_base=float(ssl.momentum_base),
+    )
+
+
+def build_datamodule(cfg: DictConfig, backbone: Backbone) -> SceneDataModule:
+    adapter = backbone.make_adapter()
+    window = int(cfg.ssl.window)
+    train = SSLViewTransform(TemporalViewSampler(window), adapter)
+    val = SSLViewTransform(TemporalViewSampler(window, deterministic=True, seed=int(cfg.seed)), adapter)
+    return SceneDataModule(
+        train=split_dir(cfg, cfg.train_split),
+        val=split_dir(cfg, cfg.val_split) if cfg.get("val_split") else None,
+        batch_size=int(cfg.batch_size),
+        num_workers=int(cfg.num_workers),
+        train_transform=train,
+        eval_transform=val,
+        collate_fn=train.collate,
+    )
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Pre-train; returns the final logged values. Checkpoints: ``out_dir/checkpoints`` (best-k by val loss + last)."""
+    pl.seed_everything(int(cfg.seed), workers=True)
+    save_run_config(cfg, out_dir)
+    task = build_task(cfg)
+    datamodule = build_datamodule(cfg, task.backbone)
+    checkpoints = ModelCheckpoint(
+        dirpath=out_dir / "checkpoints", monitor=cfg.monitor, mode="min", save_top_k=int(cfg.save_top_k),
+        save_last=True, filename="epoch{epoch:03d}-loss{val_loss:.4f}", auto_insert_metric_name=False,
+    )  # fmt: skip
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        default_root_dir=str(out_dir),
+        logger=CSVLogger(str(out_dir), name="logs"),
+        callbacks=[checkpoints, LearningRateMonitor(logging_interval="step")],
+        sync_batchnorm=False,  # the SSL heads' BatchNorm is already global (GlobalBatchNorm1d)
+    )
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics["best_checkpoint"] = checkpoints.best_model_path  # type: ignore[assignment]
+    metrics["last_checkpoint"] = checkpoints.last_model_path  # type: ignore[assignment]
+    atomic_write_text(out_dir / "final_metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="pretrain")
+def main(cfg: DictConfig) -> None:
+    out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    metrics = run(cfg, out_dir)
+    print(json.dumps(metrics, indent=2), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Trajectory Contrastive Learning (SmartPretrain, ICLR 2025): the same agent in another time window is the
+positive; every other agent of the global batch, in either window, is a negative."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from smartpretrain.ssl.distributed import gather_rows, global_sum, world_size
+from smartpretrain.ssl.heads import ProjectionMLP
+from smartpretrain.ssl.objective import SSLInputs, SSLObjective
+
+
+def info_nce(query: Tensor, own_keys: Tensor, positive_keys: Tensor, offset: int, temperature: float) -> Tensor:
+    r"""Per-query InfoNCE over a key bank made of two blocks, ``own_keys`` then ``positive_keys`` (N rows each).
+
+    Query ``i`` (global row ``offset + i``) has its positive at ``positive_keys[offset + i]``; its own
+    ``own_keys[offset + i]`` is excluded; every other key of both blocks is a negative:
+
+    .. math::
+        \ell_i = -\log \frac{\exp(q_i \cdot k^{+}_{o+i} / \tau)}
+                           {\sum_{j \ne o+i} \exp(q_i \cdot k^{own}_j / \tau) + \sum_j \exp(q_i \cdot k^{+}_j / \tau)}
+
+    All inputs are expected L2-normalised. Returns ``[P]``.
+    """
+    n, p = own_keys.size(0), query.size(0)
+    logits = query @ torch.cat([own_keys, positive_keys]).T / temperature  # [P, 2N]
+    rows = torch.arange(p, device=query.device)
+    own = offset + rows
+    logits = logits.index_put((rows, own), torch.tensor(float("-inf"), device=logits.device, dtype=logits.dtype))
+    return F.cross_entropy(logits, n + own, reduction="none")
+
+
+class TrajectoryContrastiveLoss(SSLObjective):
+    r"""TCL: ``predictor(z_a)`` against momentum keys of both views of all queries of the global batch.
+
+    Only queries observed at every step of both windows enter (as queries and as keys). Keys are gathered from
+    every rank (negatives from the whole global batch). With Q query steps the loss is computed per step and
+    averaged. The loss is scaled by ``2 τ`` (release); ``symmetric=True`` adds the direction view B -> view A
+    (needs the online branch on view B) and averages both.
+
+    .. math:: \mathcal{L}_{TCL} = 2\tau \cdot \frac{1}{Q} \sum_{q} \frac{1}{N} \sum_{i} \ell_{i,q}
+
+    Args:
+        dim: projection size C; ``predictor`` is ``Linear(C, hidden) -> BN -> ReLU -> Linear(hidden, C)``.
+        temperature: τ.
+        symmetric: also contrast online(view B) queries against keys with positives in view A.
+        scale_by_2tau: multiply by ``2 τ`` (release); off gives the plain InfoNCE value.
+    """
+
+    needs_momentum_keys = True
+
+    def __init__(
+        self,
+        dim: int = 256,
+        hidden_dim: int = 1024,
+        temperature: float = 0.07,
+        symmetric: bool = False,
+        scale_by_2tau: bool = True,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.predictor = ProjectionMLP(dim, hidden_dim, dim)
+        self.temperature, self.symmetric, self.scale_by_2tau = float(temperature), bool(symmetric), scale_by_2tau
+        self.needs_online_view_b = bool(symmetric)
+
+    def _direction(self, z: Tensor, own: Tensor, positive: Tensor) -> tuple[Tensor, Tensor]:
+        """Summed loss over local queries and steps, and the global query count."""
+        q = F.normalize(self.predictor(z), dim=-1)  # every rank runs the predictor (global BatchNorm)
+        own_all, offset = gather_rows(F.normalize(own, dim=-1).detach())
+        pos_all, _ = gather_rows(F.normalize(positive, dim=-1).detach())
+        count = global_sum(torch.tensor(float(z.size(0)), device=z.device))
+        total = z.new_zeros(())
+        for step in range(z.size(1)):
+            total = total + info_nce(q[:, step], own_all[:, step], pos_all[:, step], offset, self.temperature).sum()
+        return total + 0.0 * q.sum(), count  # keeps the predictor in the graph when this rank has no query
+
+    def forward(self, inputs: SSLInputs) -> Tensor:
+        if inputs.key_a is None or inputs.key_b is None:
+            raise ValueError("TrajectoryContrastiveLoss needs the momentum keys of both views")
+        sel = inputs.full_b
+        z_a, key_a, key_b = inputs.z_a[sel], inputs.key_a[sel], inputs.key_b[sel]
+        q_steps = z_a.size(1)
+        total, count = self._direction(z_a, key_a, key_b)
+        directions = 1
+        if self.symmetric:
+            if inputs.z_b is None:
+                raise ValueError("symmetric TCL needs the online projection of view B")
+            total_b, _ = self._direction(inputs.z_b[sel], key_b, key_a)
+            total, directions = total + total_b, 2
+        if float(count) == 0:
+            return total * 0.0
+        loss = total * world_size() / (count * q_steps * directions)
+        return loss * (2.0 * self.temperature) if self.scale_by_2tau else loss
+
+
+__all__ = ["TrajectoryContrastiveLoss", "info_nce"]

@@ -1,0 +1,205 @@
+"""Self-supervised pre-training of any backbone (SmartPretrain): ``L = sum_k w_k L_k`` over pluggable objectives.
+
+The task sees the :class:`~smartpretrain.backbones.base.Backbone` interface only (``encode`` ->
+``agent_embeddings``); batches are :class:`~smartpretrain.data.views.SSLBatch` (two views through the backbone's
+adapter). Per training step, before the forward pass: learning rate (linear warm-up then half-cosine), weight
+decay (linear ramp, decayed group only) and EMA momentum (cosine to 1) are set from the fractional epoch, and
+the momentum branch is updated. Module names follow the reference release where it has them: ``branch`` /
+``momentum_branch`` (backbone + projector), so SSL checkpoints transfer by name
+(:func:`smartpretrain.io.checkpoints.transfer_pretrained`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from smartpretrain.backbones.base import AgentEmbeddings, Backbone
+from smartpretrain.data.views import SSLBatch
+from smartpretrain.ssl.heads import ProjectionMLP
+from smartpretrain.ssl.momentum import cosine_momentum, ema_update, make_momentum_copy
+from smartpretrain.ssl.objective import SSLInputs, SSLObjective
+from smartpretrain.tasks.optim import decay_groups, warmup_cosine
+
+log = logging.getLogger(__name__)
+
+
+class SSLBranch(nn.Module):
+    """Backbone + projector: one branch of the pre-training model (online, or its momentum copy)."""
+
+    def __init__(self, backbone: Backbone, projector: ProjectionMLP) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projector = projector
+
+    def embed(self, batch: Any) -> AgentEmbeddings:
+        return self.backbone.agent_embeddings(batch, self.backbone.encode(batch))
+
+
+def match_rows(emb: AgentEmbeddings, scene: Tensor, agent: Tensor, what: str) -> Tensor:
+    """Rows of ``emb`` holding each ``(scene, agent)`` pair; a clear error when the adapter dropped one."""
+    if scene.numel() == 0:
+        return scene.new_zeros(0)
+    stride = int(max(int(emb.agent_index.max()) if emb.agent_index.numel() else 0, int(agent.max()))) + 1
+    have = emb.scene_index.long() * stride + emb.agent_index.long()
+    want = scene.long() * stride + agent.long()
+    order = torch.argsort(have)
+    pos = torch.searchsorted(have[order], want).clamp(max=max(len(have) - 1, 0))
+    rows = order[pos]
+    found = have[rows] == want
+    if not bool(found.all()):
+        i = int((~found).nonzero()[0])
+        raise RuntimeError(
+            f"{what}: the backbone returned no embedding for agent {int(agent[i])} of scene {int(scene[i])}, "
+            "which is observed over the whole window (does the adapter drop agents the views keep?)"
+        )
+    return rows
+
+
+class PretrainTask(pl.LightningModule):
+    """SmartPretrain pre-training.
+
+    Args:
+        backbone: the model to pre-train (for QCNet: ``num_modes=1``, ``propose_stack_only=True``, as the release).
+        objectives: name -> :class:`~smartpretrain.ssl.objective.SSLObjective` (e.g. ``tcl``, ``trl``).
+        objective_weights: name -> weight of its loss (default 1).
+        window: H, steps per view (must equal the data's view window).
+        proj_hidden_dim, proj_dim: projector ``Linear(D, hidden) -> BN -> ReLU -> Linear(hidden, proj_dim)``.
+        lr_start, lr_peak, lr_end, warmup_epochs, max_epochs: per-step schedule (epochs may be fractional).
+        weight_decay_start, weight_decay_end: linear ramp over ``max_epochs`` (weight matrices only).
+        momentum_base: ``m0`` of the cosine EMA schedule.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        objectives: Mapping[str, SSLObjective],
+        objective_weights: Mapping[str, float] | None = None,
+        window: int = 50,
+        proj_hidden_dim: int = 512,
+        proj_dim: int = 256,
+        lr_start: float = 1e-4,
+        lr_peak: float = 1.5e-3,
+        lr_end: float = 1e-6,
+        warmup_epochs: float = 15,
+        max_epochs: float = 32,
+        weight_decay_start: float = 0.01,
+        weight_decay_end: float = 0.1,
+        momentum_base: float = 0.996,
+    ) -> None:
+        super().__init__()
+        if not objectives:
+            raise ValueError("pre-training needs at least one objective")
+        self.branch = SSLBranch(backbone, ProjectionMLP(backbone.embedding_dim, proj_hidden_dim, proj_dim))
+        self.momentum_branch = make_momentum_copy(self.branch)
+        self.objectives = nn.ModuleDict(dict(objectives))
+        weights = dict(objective_weights or {})
+        unknown = set(weights) - set(self.objectives)
+        if unknown:
+            raise ValueError(f"weights given for unknown objectives {sorted(unknown)}")
+        self.objective_weights = {name: float(weights.get(name, 1.0)) for name in self.objectives}
+        self.window = int(window)
+        self.lr_start, self.lr_peak, self.lr_end = lr_start, lr_peak, lr_end
+        self.warmup_epochs, self.max_epochs = float(warmup_epochs), float(max_epochs)
+        self.weight_decay_start, self.weight_decay_end = weight_decay_start, weight_decay_end
+        self.momentum_base = momentum_base
+        self.save_hyperparameters(ignore=["backbone", "objectives"])
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.branch.backbone
+
+    # --- schedules ----------------------------------------------------------------------------------------------
+    def fractional_epoch(self) -> float:
+        steps_per_epoch = max(int(self.trainer.num_training_batches), 1) if self._trainer is not None else 1
+        return self.global_step / steps_per_epoch
+
+    def schedule(self, epoch: float) -> dict[str, float]:
+        """Learning rate, weight decay and EMA momentum at a fractional epoch."""
+        lr = warmup_cosine(epoch, self.warmup_epochs, self.max_epochs, self.lr_start, self.lr_peak, self.lr_end)
+        ramp = min(max(epoch / max(self.max_epochs, 1e-12), 0.0), 1.0)
+        wd = self.weight_decay_start + (self.weight_decay_end - self.weight_decay_start) * ramp
+        return {"lr": lr, "weight_decay": wd, "momentum": cosine_momentum(self.momentum_base, epoch / self.max_epochs)}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        values = self.schedule(self.fractional_epoch())
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = values["lr"]
+                if group.get("decayed", False):
+                    group["weight_decay"] = values["weight_decay"]
+        ema_update(self.momentum_branch, self.branch, values["momentum"])
+        self._schedule_values = values
+
+    # --- forward ------------------------------------------------------------------------------------------------
+    def ssl_inputs(self, batch: SSLBatch) -> SSLInputs:
+        """Run the branches once and collect what every objective needs."""
+        partial = any(obj.uses_partial_queries for obj in self.objectives.values())
+        keep = batch.full_b | (batch.target_valid.any(dim=1) if partial else torch.zeros_like(batch.full_b))
+        scene, agent = batch.query_scene[keep], batch.query_agent[keep]
+        full_b = batch.full_b[keep]
+
+        emb_a = self.branch.embed(batch.view_a)
+        z_a = self.branch.projector(emb_a.embeddings[match_rows(emb_a, scene, agent, "online view A")])
+        inputs = SSLInputs(
+            z_a=z_a,
+            full_b=full_b,
+            start_a=batch.start_a[scene],
+            start_b=batch.start_b[scene],
+            window=self.window,
+            target=batch.target[keep],
+            target_valid=batch.target_valid[keep],
+        )
+        if any(obj.needs_online_view_b for obj in self.objectives.values()):
+            emb_b = self.branch.embed(batch.view_b)
+            rows = match_rows(emb_b, scene[full_b], agent[full_b], "online view B")
+            z_b = z_a.new_zeros(z_a.shape)
+            z_b[full_b] = self.branch.projector(emb_b.embeddings[rows])
+            inputs.z_b = z_b
+        if any(obj.needs_momentum_keys for obj in self.objectives.values()):
+            with torch.no_grad():
+                keys = []
+                for view, name in ((batch.view_a, "momentum view A"), (batch.view_b, "momentum view B")):
+                    emb = self.momentum_branch.embed(view)
+                    key = z_a.new_zeros(z_a.shape)
+                    key[full_b] = self.momentum_branch.projector(
+                        emb.embeddings[match_rows(emb, scene[full_b], agent[full_b], name)]
+                    )
+                    keys.append(key)
+            inputs.key_a, inputs.key_b = keys
+        return inputs
+
+    def losses(self, batch: SSLBatch) -> dict[str, Tensor]:
+        inputs = self.ssl_inputs(batch)
+        out = {name: objective(inputs) for name, objective in self.objectives.items()}
+        out["loss"] = sum(self.objective_weights[name] * value for name, value in out.items())
+        out["num_queries"] = inputs.full_b.sum().to(inputs.z_a.dtype)
+        return out
+
+    def training_step(self, batch: SSLBatch, batch_idx: int) -> Tensor:
+        out = self.losses(batch)
+        bs = batch.num_scenes
+        for name, value in out.items():
+            self.log(f"train_{name}", value, prog_bar=name == "loss", batch_size=bs, sync_dist=False)
+        for name, value in getattr(self, "_schedule_values", {}).items():
+            self.log(name, value, batch_size=bs)
+        return out["loss"]
+
+    def validation_step(self, batch: SSLBatch, batch_idx: int) -> None:
+        out = self.losses(batch)
+        bs = batch.num_scenes
+        for name, value in out.items():
+            self.log(f"val_{name}", value, prog_bar=name == "loss", batch_size=bs, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        groups = decay_groups(nn.ModuleList([self.branch, self.objectives]), self.weight_decay_start)
+        groups[0]["decayed"] = True
+        return torch.optim.AdamW(groups, lr=self.lr_start)
+
+
+__all__ = ["PretrainTask", "SSLBranch", "match_rows"]
