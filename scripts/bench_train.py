@@ -1,9 +1,22 @@
-"""Training-step cost of a backbone: forward+backward ms per scene and peak memory, on AV2-fixture batches.
+"""Training-step cost of a backbone: ms per scene and peak memory of one optimisation step, on AV2-fixture batches.
 
     python scripts/bench_train.py --model qcnet --batch-sizes 1 2 4 --steps 5 --out bench_out/bench_train.json
+    python scripts/bench_train.py --model qcnet_small --batch-sizes 4 --kinds ssl finetune
     python scripts/bench_train.py --device cuda --precision bf16 ...          # on a GPU machine
 
-Each (batch size) case runs in a fresh subprocess so the CPU peak (max RSS) is its own. The batch holds copies of
+Two kinds of step (``--kinds``, default both):
+
+* ``finetune``: the backbone's forecasting forward + loss + backward + AdamW step (``configs/train.yaml``).
+* ``ssl``: one SmartPretrain pre-training step of :class:`~smartpretrain.tasks.pretrain.PretrainTask` as built by
+  :func:`smartpretrain.pretrain.build_task` from ``configs/pretrain.yaml`` (the model with ``model_overrides``, e.g.
+  QCNet single-mode propose stack, plus the SSL heads of the model's SSL experiment, see ``SSL_EXPERIMENTS``): the
+  schedule values and momentum (EMA) update of ``on_train_batch_start``, the online branch on view A, the momentum
+  branch on views A and B (no grad), TCL + TRL, backward and AdamW step. Its batches are the same scene copies cut
+  into two temporal views (``SSLViewTransform(TemporalViewSampler(view_window), adapter)``, windows drawn from a
+  seeded generator).
+
+When both kinds run, the report compares them per (model, batch): SSL ms/scene over fine-tune ms/scene. Each
+(model, batch, kind) case runs in a fresh subprocess so the CPU peak (max RSS) is its own. The batch holds copies of
 the real AV2 fixture scene (58 agents, 71 lanes + 6 crossings -> 83 QCNet polygons).
 """
 
@@ -18,101 +31,288 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from smartpretrain.data.cache import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO.parent / "shared" / "fixtures" / "av2"
 FIXTURE_ID = "0a1e6f0a-1817-4a98-b02e-db8c9327d151"
+WARMUP_STEPS = 2
+KINDS = ("finetune", "ssl")
+#: the pre-training experiment whose SSL heads go with each model (anything else: ``configs/ssl`` defaults)
+SSL_EXPERIMENTS = {"qcnet": "smartpretrain_qcnet_av2", "qcnet_small": "smartpretrain_cpu_small"}
 
 
-def run_case(model_name: str, batch_size: int, steps: int, device: str, precision: str) -> dict[str, object]:
-    """One case in this process: build the model and batch, time ``steps`` optimizer steps after 2 warm-ups."""
-    import torch
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    from smartpretrain.data.converters.av2 import Av2Converter
+def compose(config_name: str, overrides: list[str]) -> Any:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["data=av2", f"model={model_name}"])
+        return hydra_compose(config_name=config_name, overrides=overrides)
+
+
+def fixture_scene() -> Any:
+    from smartpretrain.data.converters.av2 import Av2Converter
+
+    return Av2Converter(FIXTURE, "val").convert(FIXTURE_ID).scene
+
+
+def time_steps(step: Callable[[], Any], steps: int, device: str) -> tuple[list[float], Any]:
+    """Run ``step`` ``WARMUP_STEPS + steps`` times; wall seconds of the last ``steps`` and the last return value."""
+    import torch
+
+    cuda = device.startswith("cuda")
+    times, out = [], None
+    for i in range(steps + WARMUP_STEPS):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = step()
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= WARMUP_STEPS:
+            times.append(time.perf_counter() - start)
+    return times, out
+
+
+def finetune_case(model_name: str, batch_size: int, steps: int, device: str, precision: str) -> dict[str, object]:
+    """Forecasting step: build the model and batch, time ``steps`` optimizer steps after the warm-ups."""
+    import torch
+    from hydra.utils import instantiate
+
+    cfg = compose("train", ["data=av2", f"model={model_name}"])
     torch.manual_seed(0)
     backbone = instantiate(cfg.model).to(device).train()
     adapter = backbone.make_adapter()
-    scene = Av2Converter(FIXTURE, "val").convert(FIXTURE_ID).scene
+    scene = fixture_scene()
     batch = adapter.collate([adapter(scene) for _ in range(batch_size)]).to(device)
     optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-4)
     dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for step in range(steps + 2):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+
+    def step() -> Any:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
             loss = backbone.loss(batch, backbone(batch))["loss"]
         loss.backward()
         optimizer.step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if step >= 2:
-            times.append(time.perf_counter() - start)
-    ms = 1e3 * statistics.median(times)
-    result: dict[str, object] = {
-        "model": model_name,
-        "device": device,
-        "precision": precision,
-        "batch_size": batch_size,
+        return loss
+
+    rss_before = start_memory(device)
+    times, loss = time_steps(step, steps, device)
+    return {
         "agents": int(batch["agent"].num_nodes),
         "polygons": int(batch["map_polygon"].num_nodes),
-        "step_ms_median": round(ms, 1),
-        "ms_per_scene": round(ms / batch_size, 1),
+        **timing(times, batch_size),
         "loss_finite": bool(torch.isfinite(loss)),
         "parameters": sum(p.numel() for p in backbone.parameters()),
-        "threads": torch.get_num_threads(),
+        **memory(device, rss_before),
     }
+
+
+def ssl_case(model_name: str, batch_size: int, steps: int, device: str, precision: str) -> dict[str, object]:
+    """SmartPretrain step (EMA update, online view A, momentum views A+B, TCL + TRL, backward, AdamW)."""
+    import numpy as np
+    import torch
+
+    from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
+    from smartpretrain.pretrain import build_task
+    from smartpretrain.ssl.momentum import ema_update
+
+    overrides = ["data=av2", f"model={model_name}"]
+    experiment = SSL_EXPERIMENTS.get(model_name)
+    if experiment is not None:
+        overrides.append(f"experiment={experiment}")
+    cfg = compose("pretrain", overrides)
+    torch.manual_seed(0)
+    task = build_task(cfg).to(device).train()
+    window = int(cfg.ssl.window)  # = data.view_window, as build_datamodule
+    transform = SSLViewTransform(TemporalViewSampler(window), task.backbone.make_adapter())
+    scene = fixture_scene()
+    np.random.seed(0)  # the sampler draws the windows from numpy's global generator
+    batch = transform.collate([transform(scene) for _ in range(batch_size)]).to(device)
+    optimizer = task.configure_optimizers()
+    values = task.schedule(0.0)  # what on_train_batch_start sets at the first step
+    dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
+
+    def step() -> Any:
+        for group in optimizer.param_groups:  # on_train_batch_start, without a trainer
+            group["lr"] = values["lr"]
+            if group.get("decayed", False):
+                group["weight_decay"] = values["weight_decay"]
+        ema_update(task.momentum_branch, task.branch, values["momentum"])
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+            out = task.losses(batch)
+        out["loss"].backward()
+        optimizer.step()
+        return out
+
+    rss_before = start_memory(device)
+    times, out = time_steps(step, steps, device)
+    losses = {name: round(float(value), 4) for name, value in out.items() if name != "num_queries"}
+    trainable = [p for p in task.parameters() if p.requires_grad]
+    return {
+        "agents": int(batch.view_a["agent"].num_nodes),  # per view (both views hold every agent of the scene)
+        "polygons": int(batch.view_a["map_polygon"].num_nodes),
+        "view_window": window,
+        "objectives": {name: task.objective_weights[name] for name in task.objectives},
+        "proj_hidden_dim": int(cfg.ssl.proj_hidden_dim),
+        "proj_dim": int(cfg.ssl.proj_dim),
+        "ssl_experiment": experiment,
+        # queries in the SSL losses (observed over both windows), and candidates (observed over window A)
+        "queries_per_scene": round(float(out["num_queries"]) / batch_size, 2),
+        "window_a_queries_per_scene": round(len(batch.query_agent) / batch_size, 2),
+        **timing(times, batch_size),
+        "loss_finite": bool(torch.isfinite(out["loss"])),
+        "losses": losses,
+        "parameters": sum(p.numel() for p in trainable),  # online branch + objective heads (what AdamW updates)
+        "momentum_parameters": sum(p.numel() for p in task.momentum_branch.parameters()),
+        **memory(device, rss_before),
+    }
+
+
+def start_memory(device: str) -> int:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def timing(times: list[float], batch_size: int) -> dict[str, object]:
+    ms = 1e3 * statistics.median(times)
+    return {
+        "step_ms_median": round(ms, 1),
+        "ms_per_scene": round(ms / batch_size, 1),
+        "step_ms_all": [round(1e3 * t, 1) for t in times],
+    }
+
+
+def memory(device: str, rss_before: int) -> dict[str, object]:
+    import torch
+
+    result: dict[str, object] = {"threads": torch.get_num_threads()}
     if device.startswith("cuda"):
         result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    result["rss_growth_mib"] = round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024, 1)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result["peak_rss_mib"] = round(rss / 1024, 1)
+    result["rss_growth_mib"] = round((rss - rss_before) / 1024, 1)
     return result
+
+
+def run_case(
+    model_name: str, batch_size: int, steps: int, device: str, precision: str, kind: str = "finetune"
+) -> dict[str, object]:
+    """One case in this process."""
+    case = {"finetune": finetune_case, "ssl": ssl_case}[kind]
+    head = {"model": model_name, "kind": kind, "device": device, "precision": precision, "batch_size": batch_size}
+    return {**head, **case(model_name, batch_size, steps, device, precision)}
+
+
+def compare(results: list[dict[str, Any]]) -> list[dict[str, object]]:
+    """Per (model, batch): SSL step over fine-tune step, when both were measured."""
+    by_key = {(r["model"], r["batch_size"], r["kind"]): r for r in results}
+    rows = []
+    for (model, bs, kind), ssl in by_key.items():
+        finetune = by_key.get((model, bs, "finetune"))
+        if kind != "ssl" or finetune is None:
+            continue
+        row: dict[str, object] = {
+            "model": model,
+            "batch_size": bs,
+            "finetune_ms_per_scene": finetune["ms_per_scene"],
+            "ssl_ms_per_scene": ssl["ms_per_scene"],
+            "ssl_over_finetune": round(ssl["step_ms_median"] / finetune["step_ms_median"], 3),
+            "queries_per_scene": ssl["queries_per_scene"],
+            "finetune_peak_rss_mib": finetune["peak_rss_mib"],
+            "ssl_peak_rss_mib": ssl["peak_rss_mib"],
+        }
+        if "peak_gpu_mib" in ssl and "peak_gpu_mib" in finetune:
+            row["finetune_peak_gpu_mib"] = finetune["peak_gpu_mib"]
+            row["ssl_peak_gpu_mib"] = ssl["peak_gpu_mib"]
+        rows.append(row)
+    return rows
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """A markdown table: one row per (model, batch), both kinds side by side, and their ratio."""
+    by_key = {(r["model"], r["batch_size"], r["kind"]): r for r in results}
+    gpu = any("peak_gpu_mib" in r for r in results)
+    mem = "peak GPU MiB" if gpu else "peak RSS MiB"
+    head = ["model", "batch", "fine-tune ms/scene", "SSL ms/scene", "SSL / fine-tune", "SSL queries/scene"]
+    head += [f"fine-tune {mem}", f"SSL {mem}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, bs in dict.fromkeys((r["model"], r["batch_size"]) for r in results):
+        ft, ssl = by_key.get((model, bs, "finetune")), by_key.get((model, bs, "ssl"))
+
+        def get(r: dict[str, Any] | None, key: str) -> str:
+            return "-" if r is None or key not in r else str(r[key])
+
+        ratio = f"{ssl['step_ms_median'] / ft['step_ms_median']:.2f}" if ft and ssl else "-"
+        mem_key = "peak_gpu_mib" if gpu else "peak_rss_mib"
+        cells = [model, str(bs), get(ft, "ms_per_scene"), get(ssl, "ms_per_scene"), ratio]
+        cells += [get(ssl, "queries_per_scene"), get(ft, mem_key), get(ssl, mem_key)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="qcnet")
+    parser.add_argument("--model", "--models", dest="models", nargs="+", default=["qcnet"], help="model config(s)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help=f"timed steps per case (after {WARMUP_STEPS} warm-ups)")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="which training steps to time")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--out", type=Path, default=REPO / "bench_out" / "bench_train.json")
     parser.add_argument("--case", type=int, default=None, help=argparse.SUPPRESS)  # internal: run one case
     args = parser.parse_args()
+    if args.steps < 1:
+        parser.error("--steps must be >= 1")
     if not FIXTURE.exists():
         raise SystemExit(f"{FIXTURE} not found: this benchmark needs ../shared beside the repository")
     if args.case is not None:
-        print(json.dumps(run_case(args.model, args.case, args.steps, args.device, args.precision)))
+        (model,), (kind,) = args.models, args.kinds
+        print(json.dumps(run_case(model, args.case, args.steps, args.device, args.precision, kind)))
         return
+    kinds = [k for k in KINDS if k in args.kinds]
     results = []
-    for bs in args.batch_sizes:
-        cmd = [sys.executable, __file__, "--model", args.model, "--steps", str(args.steps), "--device", args.device,
-               "--precision", args.precision, "--case", str(bs)]  # fmt: skip
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        results.append(result)
-        peak = f"peak GPU {result['peak_gpu_mib']} MiB, " if "peak_gpu_mib" in result else ""
-        print(
-            f"{args.model} {args.device} {args.precision} batch {bs}: {result['step_ms_median']} ms/step, "
-            f"{result['ms_per_scene']} ms/scene (fwd+bwd+AdamW), {peak}peak RSS {result['peak_rss_mib']} MiB",
-            flush=True,
-        )
+    for model in args.models:
+        for bs in args.batch_sizes:
+            for kind in kinds:
+                cmd = [sys.executable, __file__, "--model", model, "--kinds", kind, "--steps", str(args.steps),
+                       "--device", args.device, "--precision", args.precision, "--case", str(bs)]  # fmt: skip
+                out = subprocess.run(cmd, capture_output=True, text=True)
+                if out.returncode != 0:
+                    sys.stderr.write(out.stderr)
+                    raise SystemExit(f"case {model} batch {bs} {kind} failed (exit {out.returncode})")
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                results.append(result)
+                peak = f"peak GPU {result['peak_gpu_mib']} MiB, " if "peak_gpu_mib" in result else ""
+                what = "fwd+bwd+AdamW" if kind == "finetune" else "EMA+TCL+TRL fwd+bwd+AdamW"
+                queries = f", {result['queries_per_scene']} queries/scene" if kind == "ssl" else ""
+                print(
+                    f"{model} {kind} {args.device} {args.precision} batch {bs}: {result['step_ms_median']} ms/step, "
+                    f"{result['ms_per_scene']} ms/scene ({what}), {peak}peak RSS {result['peak_rss_mib']} MiB"
+                    f"{queries}",
+                    flush=True,
+                )
+    comparison = compare(results)
+    print(table(results))
     report = {
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "settings": {
+            "steps": args.steps,
+            "warmup_steps": WARMUP_STEPS,
+            "device": args.device,
+            "precision": args.precision,
+            "kinds": kinds,
+        },
         "results": results,
+        "comparison": comparison,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(report, indent=2))

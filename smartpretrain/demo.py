@@ -1,9 +1,15 @@
-"""The embedded default job: generate a small synthetic dataset in the real AV2 and AV1 file formats, convert it
-into the scene cache with the same entry point as real data, and inspect it.
+"""The embedded default job, end to end on generated data, CPU only:
 
-    python -m smartpretrain.demo [--out demo] [--av2-scenes 200] [--av1-scenes 100] [--workers 2]
+1. generate small synthetic datasets in the real AV2 and AV1 file formats (with vector maps);
+2. convert them into the scene cache with the same entry point as real data, and inspect one scene;
+3. pre-train a small QCNet with SmartPretrain (TCL + TRL) on the AV1-format train split;
+4. fine-tune it for forecasting twice with the same seed and schedule: from the pre-trained weights and from scratch;
+5. evaluate both on the val split and print the metrics side by side.
 
-Runs on a laptop CPU in about a minute. Later stages (pre-training, fine-tuning) extend this job.
+    python -m smartpretrain.demo [--out demo] [--train-scenes 480] [--pretrain-epochs 3] [--finetune-epochs 3]
+
+Every stage writes its resolved config and seed next to its outputs (``<out>/runs/...``); a re-run resumes: the
+conversion skips finished parts and a training stage whose ``final_metrics.json`` exists is reused.
 """
 
 from __future__ import annotations
@@ -13,66 +19,133 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from smartpretrain import convert
 from smartpretrain.data.cache import SceneCache, atomic_write_text
 from smartpretrain.data.synthetic import generate_av1, generate_av2
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+TABLE_METRICS = ("minADE_6", "minFDE_6", "MR_6", "brier-minFDE_6", "minADE_1", "minFDE_1", "MR_1")
+
+
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides)
+    OmegaConf.resolve(cfg)
+    return cfg
 
 
 def convert_with_hydra(overrides: list[str]) -> dict:
     """Compose ``configs/convert.yaml`` with ``overrides`` and run the conversion (same path as the CLI)."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="convert", overrides=overrides)
-    OmegaConf.resolve(cfg)
-    return convert.run(cfg)
+    return convert.run(compose_config("convert", overrides))
 
 
-def main(argv: list[str] | None = None) -> None:
+def side_by_side(results: dict[str, dict[str, float]], metrics: tuple[str, ...] = TABLE_METRICS) -> str:
+    """A metrics table with one column per run (first column = reference) and the relative change of the others."""
+    names = list(results)
+    rows = [m for m in metrics if all(m in results[n] for n in names)]
+    head = f"{'metric':<16}" + "".join(f"{n:>16}" for n in names) + (f"{'change':>10}" if len(names) == 2 else "")
+    lines = [head, "-" * len(head)]
+    for m in rows:
+        values = [results[n][m] for n in names]
+        line = f"{m:<16}" + "".join(f"{v:>16.4f}" for v in values)
+        if len(names) == 2 and values[1] != 0:
+            line += f"{(values[0] - values[1]) / abs(values[1]) * 100:>+9.1f}%"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _reuse(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "final_metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo"))
-    parser.add_argument("--av2-scenes", type=int, default=200)
-    parser.add_argument("--av1-scenes", type=int, default=100)
+    parser.add_argument("--av2-scenes", type=int, default=100, help="AV2-format scenes (conversion + inspection)")
+    parser.add_argument("--train-scenes", type=int, default=480, help="AV1-format training scenes")
+    parser.add_argument("--val-scenes", type=int, default=120, help="AV1-format validation scenes")
+    parser.add_argument("--pretrain-epochs", type=int, default=3)
+    parser.add_argument("--finetune-epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
-    raw, cache_root = args.out / "raw", args.out / "cache"
-
-    print(f"[1/3] generating {args.av2_scenes} AV2-format and {args.av1_scenes} AV1-format synthetic scenes in {raw}")
-    val_av2 = max(args.av2_scenes // 5, 1)
+    raw, cache_root, runs = args.out / "raw", args.out / "cache", args.out / "runs"
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "demo_config.json", json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2))
-    generate_av2(raw / "av2", "train", args.av2_scenes - val_av2, seed=args.seed, progress=True)
-    generate_av2(raw / "av2", "val", val_av2, seed=args.seed + 1, progress=True)
-    generate_av1(raw / "av1", "val", args.av1_scenes, seed=args.seed, with_map=True, progress=True)
 
-    print("[2/3] converting into the scene cache (python -m smartpretrain.convert ...)")
+    def stage(i: int, text: str) -> None:
+        print(f"\n[{i}/5] {text}  (t = {time.perf_counter() - start:.0f} s)", flush=True)
+
+    stage(1, f"generating {args.av2_scenes} AV2-format and {args.train_scenes}+{args.val_scenes} AV1-format scenes")
+    generate_av2(raw / "av2", "val", args.av2_scenes, seed=args.seed, progress=True)
+    generate_av1(raw / "av1", "train", args.train_scenes, seed=args.seed, with_map=True, progress=True)
+    generate_av1(raw / "av1", "val", args.val_scenes, seed=args.seed + 1, with_map=True, progress=True)
+
+    stage(2, "converting into the scene cache (python -m smartpretrain.convert ...) and inspecting a scene")
     common = [f"cache_root={cache_root}", f"num_workers={args.workers}", "scenes_per_part=32"]
+    convert_with_hydra(["data=av2", f"data.raw_root={raw / 'av2'}", "data.split=val", *common])
     for split in ("train", "val"):
-        convert_with_hydra(["data=av2", f"data.raw_root={raw / 'av2'}", f"data.split={split}", *common])
-    convert_with_hydra(
-        [
-            "data=av1",
-            f"data.raw_root={raw / 'av1'}",
-            "data.split=val",
-            f"data.map_root={raw / 'av1' / 'map_files'}",
-            *common,
-        ]
-    )
-
-    print("[3/3] inspecting")
+        convert_with_hydra(
+            ["data=av1", f"data.raw_root={raw / 'av1'}", f"data.split={split}",
+             f"data.map_root={raw / 'av1' / 'map_files'}", *common]
+        )  # fmt: skip
     from smartpretrain.inspect import main as inspect_main
 
-    cache = SceneCache(cache_root / "av2" / "val")
     png = args.out / "scene.png"
-    inspect_main([str(cache.path), "--index", "0", "--png", str(png)])
-    print(f"demo finished in {time.perf_counter() - start:.1f} s; caches under {cache_root}, plot {png}")
+    inspect_main([str(SceneCache(cache_root / "av2" / "val").path), "--index", "0", "--png", str(png)])
+
+    from smartpretrain import finetune, pretrain
+    from smartpretrain.evaluate import evaluate
+
+    data = ["data=av1", f"cache_root={cache_root}", f"num_workers={min(args.workers, 1)}"]
+    trainer = ["trainer.log_every_n_steps=5"]
+    stage(3, f"pre-training qcnet_small with TCL + TRL for {args.pretrain_epochs} epochs (./train_ssl.sh ...)")
+    pre_dir = runs / "pretrain"
+    pre_cfg = compose_config(
+        "pretrain",
+        ["experiment=smartpretrain_cpu_small", *data, *trainer, f"seed={args.seed}",
+         f"max_epochs={args.pretrain_epochs}", f"batch_size={args.batch_size}"],
+    )  # fmt: skip
+    pre = _reuse(pre_dir) or pretrain.run(pre_cfg, pre_dir)
+    ckpt = pre["last_checkpoint"]
+    print(f"pre-training: val SSL loss {pre['val_loss']:.4f}; checkpoint {ckpt}")
+
+    stage(4, f"fine-tuning for {args.finetune_epochs} epochs, from the pre-trained weights and from scratch")
+    runs_cfg = {"pretrained": [f"pretrained_ckpt={ckpt}"], "scratch": []}
+    finals: dict[str, dict[str, Any]] = {}
+    for name, extra in runs_cfg.items():
+        run_dir = runs / f"finetune_{name}"
+        cfg = compose_config(
+            "train",
+            ["model=qcnet_small", *data, *trainer, f"seed={args.seed}", f"max_epochs={args.finetune_epochs}",
+             f"batch_size={args.batch_size}", "lr=2e-3", *extra],
+        )  # fmt: skip
+        print(f"-- {name}", flush=True)
+        finals[name] = _reuse(run_dir) or finetune.run(cfg, run_dir)
+
+    stage(5, "evaluating both on the val split (./val.sh ...)")
+    results: dict[str, dict[str, float]] = {}
+    for name in runs_cfg:
+        last = runs / f"finetune_{name}" / "checkpoints" / "last.ckpt"
+        cfg = compose_config("evaluate", ["model=qcnet_small", *data, f"ckpt_path={last}", "mode=val"])
+        results[name] = evaluate(cfg, runs / f"evaluate_{name}")["metrics"]
+    table = side_by_side(results)
+    atomic_write_text(args.out / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(args.out / "results.md", "```\n" + table + "\n```\n")
+    print("\nval metrics (AV1-format synthetic val split, focal agents; change = pretrained vs scratch):")
+    print(table)
+    elapsed = time.perf_counter() - start
+    print(f"\ndemo finished in {elapsed:.0f} s; outputs under {args.out} (results.md, runs/, {png})")
+    return results
 
 
 if __name__ == "__main__":

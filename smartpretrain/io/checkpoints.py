@@ -621,9 +621,13 @@ def transfer_pretrained(
     report = TransferReport(
         source_prefix=prefix, strict_prefixes=tuple(getattr(model, "pretrained_strict_prefixes", ("encoder.",)))
     )
+    # the branch itself: ours nests the backbone one level down, with the projector beside it (`<branch>.projector.`)
+    branch_root = prefix[: -len("backbone.")] if prefix.endswith(".backbone.") else prefix
     source: dict[str, Tensor] = {}
     for key, value in state.items():
         if not key.startswith(prefix):
+            if key.startswith(branch_root) and key[len(branch_root) :].startswith(_SSL_HEAD_PREFIXES):
+                report.dropped.append(key[len(branch_root) :])
             continue
         name = key[len(prefix) :]
         if name.startswith(_SSL_HEAD_PREFIXES):

@@ -32,14 +32,18 @@ class GlobalBatchNorm1d(_NormBase):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input_dim(x)
-        if not self.training:
+        if not self.training and self.running_mean is not None:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        count = global_sum(torch.tensor(float(x.size(0)), device=x.device, dtype=x.dtype))
+        count = global_sum(torch.tensor(float(x.size(0)), device=x.device))
         n = float(count.item())
         if n < 2:
+            if self.running_mean is None:
+                raise ValueError(f"GlobalBatchNorm1d without running statistics needs >= 2 rows, got {int(n)}")
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        mean = differentiable_sum(x.sum(dim=0)) / n
-        centred = x - mean
+        # statistics in float32 (bf16/fp16 inputs under autocast); the output keeps the input's dtype, as BatchNorm1d
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        mean = differentiable_sum(xf.sum(dim=0)) / n
+        centred = xf - mean
         var = differentiable_sum((centred * centred).sum(dim=0)) / n
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
@@ -50,7 +54,7 @@ class GlobalBatchNorm1d(_NormBase):
         y = centred * torch.rsqrt(var + self.eps)
         if self.affine:
             y = y * self.weight + self.bias
-        return y
+        return y.to(x.dtype)
 
 
 __all__ = ["GlobalBatchNorm1d"]

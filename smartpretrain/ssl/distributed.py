@@ -33,13 +33,28 @@ def global_sum(x: Tensor) -> Tensor:
     return x
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """``y = sum_r x_r`` on every rank; the gradient of every ``x_r`` is ``sum_r dL/dy_r`` (each rank's
+    ``y`` feeds that rank's loss, and every ``x_r`` feeds every ``y``)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 def differentiable_sum(x: Tensor) -> Tensor:
     """Sum of ``x`` over ranks; gradients flow back to every rank's input (global BatchNorm statistics)."""
     if not is_distributed():
         return x
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(x)
+    return _AllReduceSum.apply(x.contiguous())
 
 
 def gather_rows(x: Tensor) -> tuple[Tensor, int]:
