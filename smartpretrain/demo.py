@@ -6,7 +6,7 @@
 4. fine-tune it for forecasting twice with the same seed and schedule: from the pre-trained weights and from scratch;
 5. evaluate both on the val split and print the metrics side by side.
 
-    python -m smartpretrain.demo [--out demo] [--train-scenes 480] [--pretrain-epochs 3] [--finetune-epochs 3]
+    python -m smartpretrain.demo [--out demo] [--train-scenes 280] [--pretrain-epochs 3] [--finetune-epochs 3]
 
 Every stage writes its resolved config and seed next to its outputs (``<out>/runs/...``); a re-run resumes: the
 conversion skips finished parts and a training stage whose ``final_metrics.json`` exists is reused.
@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo"))
     parser.add_argument("--av2-scenes", type=int, default=100, help="AV2-format scenes (conversion + inspection)")
-    parser.add_argument("--train-scenes", type=int, default=480, help="AV1-format training scenes")
-    parser.add_argument("--val-scenes", type=int, default=120, help="AV1-format validation scenes")
+    parser.add_argument("--train-scenes", type=int, default=280, help="AV1-format training scenes")
+    parser.add_argument("--val-scenes", type=int, default=80, help="AV1-format validation scenes")
     parser.add_argument("--pretrain-epochs", type=int, default=3)
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
