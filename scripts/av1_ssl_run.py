@@ -1,6 +1,8 @@
 """SmartPretrain on real AV1 (map-less), CPU: pre-train, report the val SSL loss curve, transfer the weights.
 
-    python scripts/av1_ssl_run.py --epochs 5 --work-dir outputs/av1_ssl_run [--finetune-epochs 6]
+    python scripts/av1_ssl_run.py --epochs 5 --work-dir outputs/av1_ssl_run [--finetune-epochs 6] ssl.lr_peak=5e-4
+
+(the figures in docs/results.md; any further Hydra overrides go after the options)
 
 Converts ../shared/data/av1 {train, val} (1956 / 579 scenes), pre-trains `qcnet_small` with the small CPU recipe
 (`experiment=smartpretrain_cpu_small`, TCL + TRL, 20-step views) through `train_ssl.sh`'s code path, prints the
@@ -62,10 +64,12 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=0)
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
     parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "av1_ssl_run")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="converted cache (default: <work-dir>/cache)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for pre-training, e.g. ssl.lr_peak=1e-3")
     args = parser.parse_args()
     if not AV1.exists():
         raise SystemExit(f"{AV1} not found: this run needs ../shared beside the repository")
-    cache = args.work_dir / "cache"
+    cache = args.cache_dir or args.work_dir / "cache"
     for split in ("train", "val"):
         convert_split(Av1Converter(AV1, split), cache / "av1" / split, ConversionSettings(num_workers=args.workers))
     common = ["data=av1", f"cache_root={cache}", f"num_workers={min(args.workers, 1)}"]
@@ -73,7 +77,13 @@ def main() -> None:
     pre_dir = args.work_dir / "pretrain"
     pre_cfg = compose_cfg(
         "pretrain",
-        ["experiment=smartpretrain_cpu_small", *common, f"max_epochs={args.epochs}", f"batch_size={args.batch_size}"],
+        [
+            "experiment=smartpretrain_cpu_small",
+            *common,
+            f"max_epochs={args.epochs}",
+            f"batch_size={args.batch_size}",
+            *args.overrides,
+        ],
     )
     final = pretrain(pre_cfg, pre_dir)
     curve = epoch_curve(pre_dir)
@@ -95,6 +105,7 @@ def main() -> None:
     results = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
+        "overrides": args.overrides,
         "curve": curve,
         "val_loss_fell_every_epoch": falling,
         "checkpoint": ckpt,

@@ -1,9 +1,11 @@
-"""Conversion speed and cache size on the AV2 fixture (copied xN under new ids) and on AV1 val.
+"""Conversion speed and cache size on the AV2 fixture (copied xN under new ids), AV1 val and the WOMD fixture
+(copied xN into 4 TFRecord files).
 
-    python scripts/bench_convert.py --copies 1000 --workers 1 2 --out bench_out/bench_convert.json
+    python scripts/bench_convert.py --copies 1000 --womd-copies 200 --workers 1 2 --out bench_out/bench_convert.json
 
 Prints, per dataset and worker count: ms per scenario per core (worker CPU time / scenes, and wall time x
-workers / scenes), bytes per scenario in the cache, and a stage breakdown of the single-core time for AV2.
+workers / scenes), bytes per scenario in the cache, and a stage breakdown of the single-core time for AV2 and
+WOMD.
 Reference measured on the same hardware and fixture: the official QCNet preprocessing takes 32 ms/scenario
 and writes 195 KiB/scenario.
 """
@@ -27,12 +29,13 @@ from av2.map.map_api import ArgoverseStaticMap
 from smartpretrain.data.cache import SceneCache, atomic_write_text, encode_scene
 from smartpretrain.data.conversion import ConversionSettings, convert_split
 from smartpretrain.data.converters.av2 import Av2Converter, read_av2_map
-from smartpretrain.data.replicate import replicate_av2_scenario
+from smartpretrain.data.replicate import replicate_av2_scenario, replicate_womd_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 AV2_FIXTURE = SHARED / "fixtures" / "av2" / "val" / "0a1e6f0a-1817-4a98-b02e-db8c9327d151"
 AV1_ROOT = SHARED / "data" / "av1"
+WOMD_FIXTURE = SHARED / "fixtures" / "womd" / "motion_data_one_scenario.tfrecord"
 REFERENCE = {"qcnet_preprocess_ms_per_scenario": 32.0, "qcnet_preprocess_kib_per_scenario": 195.0}
 
 
@@ -69,6 +72,33 @@ def av2_stage_breakdown(raw_root: Path, item: str, repeat: int = 200) -> dict[st
         ),
         "av2_static_map_from_json_and_centerlines": _median_ms(lambda: _av2_map_objects(map_path), 30),
     }
+    return {k: round(v, 3) for k, v in stages.items()}
+
+
+def womd_stage_breakdown(raw_root: Path, repeat: int = 50) -> dict[str, float]:
+    """Single-core median ms of each conversion stage for one WOMD scenario (the fixture)."""
+    from smartpretrain.data.converters.womd import WomdConverter, scenario_to_scene, womd_map, womd_signals
+    from smartpretrain.data.protos import womd_message
+
+    converter = WomdConverter(raw_root, "val")
+    item = converter.list_items()[0]
+    path = converter.item_path(item)
+    offset = int(item.rsplit("@", 1)[1])
+    record = converter._read(path, offset)
+    message = womd_message("Scenario")
+    proto = message.FromString(record)
+    scene = converter.convert(item).scene
+    stages = {
+        "read_record_crc": _median_ms(lambda: converter._read(path, offset), repeat),
+        "parse_proto": _median_ms(lambda: message.FromString(record), repeat),
+        "map": _median_ms(lambda: womd_map(proto.map_features, scene.origin), repeat),
+        "signals": _median_ms(lambda: womd_signals(proto.dynamic_map_states, scene.origin), repeat),
+        "scenario_to_scene": _median_ms(lambda: scenario_to_scene(proto, path), repeat),
+        "convert_total": _median_ms(lambda: converter.convert(item), repeat),
+        "encode_zstd": _median_ms(lambda: encode_scene(scene), repeat),
+    }
+    stages["tracks_and_roles"] = stages["scenario_to_scene"] - stages["map"] - stages["signals"]
+    stages["raw_record_bytes"] = float(len(record))
     return {k: round(v, 3) for k, v in stages.items()}
 
 
@@ -121,6 +151,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=1000, help="AV2 fixture copies")
     parser.add_argument("--synthetic", type=int, default=1000, help="synthetic AV2-format scenes (0: skip)")
+    parser.add_argument("--womd-copies", type=int, default=200, help="WOMD fixture copies (0: skip)")
+    parser.add_argument(
+        "--datasets", nargs="+", default=["av2", "synthetic", "av1", "womd"], help="cases to run (default: all)"
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--scenes-per-part", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3, help="conversions per case (median and best reported)")
@@ -132,16 +166,19 @@ def main() -> None:
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_convert_"))
     results: list[dict[str, object]] = []
+    breakdown: dict[str, float] = {}
+    womd_breakdown: dict[str, float] = {}
     try:
         raw = work / "av2_raw"
-        if not (raw / "val").exists() or len(list((raw / "val").iterdir())) != args.copies:
-            shutil.rmtree(raw, ignore_errors=True)
-            print(f"writing {args.copies} copies of the AV2 fixture to {raw} ...", flush=True)
-            replicate_av2_scenario(AV2_FIXTURE, raw, "val", args.copies)
-        first = sorted(p.name for p in (raw / "val").iterdir())[0]
-        breakdown = av2_stage_breakdown(raw, first)
-        print("AV2 single-core stage medians (ms):", breakdown, flush=True)
-        for w in args.workers:
+        if "av2" in args.datasets:
+            if not (raw / "val").exists() or len(list((raw / "val").iterdir())) != args.copies:
+                shutil.rmtree(raw, ignore_errors=True)
+                print(f"writing {args.copies} copies of the AV2 fixture to {raw} ...", flush=True)
+                replicate_av2_scenario(AV2_FIXTURE, raw, "val", args.copies)
+            first = sorted(p.name for p in (raw / "val").iterdir())[0]
+            breakdown = av2_stage_breakdown(raw, first)
+            print("AV2 single-core stage medians (ms):", breakdown, flush=True)
+        for w in args.workers if "av2" in args.datasets else []:
             results.append(
                 run_case(
                     "av2_fixture",
@@ -152,7 +189,7 @@ def main() -> None:
                     args.repeat,
                 )
             )
-        if args.synthetic:
+        if args.synthetic and "synthetic" in args.datasets:
             from smartpretrain.data.synthetic import generate_av2
 
             synth = work / "synthetic_raw"
@@ -165,7 +202,7 @@ def main() -> None:
                 results.append(
                     run_case("av2_synthetic", Av2Converter(synth, "val"), out, w, args.scenes_per_part, args.repeat)
                 )
-        if AV1_ROOT.exists():
+        if AV1_ROOT.exists() and "av1" in args.datasets:
             from smartpretrain.data.converters.av1 import Av1Converter
 
             for w in args.workers:
@@ -179,6 +216,20 @@ def main() -> None:
                         args.repeat,
                     )
                 )
+        if args.womd_copies and WOMD_FIXTURE.exists() and "womd" in args.datasets:
+            from smartpretrain.data.converters.womd import WomdConverter
+
+            womd_raw = work / "womd_raw"
+            shutil.rmtree(womd_raw, ignore_errors=True)
+            print(f"writing {args.womd_copies} copies of the WOMD fixture to {womd_raw} ...", flush=True)
+            replicate_womd_scenario(WOMD_FIXTURE, womd_raw / "validation", args.womd_copies)
+            womd_breakdown = womd_stage_breakdown(womd_raw)
+            print("WOMD single-core stage medians (ms):", womd_breakdown, flush=True)
+            for w in args.workers:
+                out = work / "cache" / f"womd_w{w}"
+                results.append(
+                    run_case("womd_fixture", WomdConverter(womd_raw, "val"), out, w, args.scenes_per_part, args.repeat)
+                )
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -187,6 +238,7 @@ def main() -> None:
         "reference": REFERENCE,
         "targets": {"ms_per_scene_per_core": 4.0, "kib_per_scene": 64.0},
         "av2_stage_breakdown_ms": breakdown,
+        "womd_stage_breakdown_ms": womd_breakdown,
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

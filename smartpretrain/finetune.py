@@ -22,6 +22,7 @@ from pytorch_lightning.loggers import CSVLogger
 from smartpretrain.backbones.base import Backbone
 from smartpretrain.data.cache import atomic_write_text
 from smartpretrain.data.datamodule import SceneDataModule
+from smartpretrain.data.sources import data_sources, mixture_spec
 from smartpretrain.io.checkpoints import extract_state_dict, load_checkpoint, load_into, transfer_pretrained
 from smartpretrain.tasks.finetune import FinetuneTask
 
@@ -29,7 +30,7 @@ log = logging.getLogger("smartpretrain.finetune")
 
 
 def split_dir(cfg: DictConfig, split: str) -> Path:
-    """``{cache_root}/{dataset}/{split}``."""
+    """``{cache_root}/{dataset}/{split}`` (single-dataset configs; mixtures: :mod:`smartpretrain.data.sources`)."""
     return Path(cfg.cache_root) / cfg.data.name / split
 
 
@@ -85,14 +86,16 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     save_run_config(cfg, out_dir)
     backbone = build_backbone(cfg, out_dir)
     adapter = backbone.make_adapter()
+    train_sources = data_sources(cfg, "train")
     datamodule = SceneDataModule(
-        train=split_dir(cfg, cfg.train_split),
-        val=split_dir(cfg, cfg.val_split),
+        train=[s.path for s in train_sources],
+        val=[s.path for s in data_sources(cfg, "val")],
         batch_size=int(cfg.batch_size),
         num_workers=int(cfg.num_workers),
         train_transform=adapter,
         eval_transform=adapter,
         collate_fn=adapter.collate,
+        mixture=mixture_spec(cfg, train_sources),
     )
     task = FinetuneTask(
         backbone,
@@ -111,6 +114,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         default_root_dir=str(out_dir),
         logger=CSVLogger(str(out_dir), name="logs"),
         callbacks=[checkpoints, LearningRateMonitor(logging_interval="epoch")],
+        use_distributed_sampler=datamodule.use_distributed_sampler,
     )
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("resume"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -22,8 +22,9 @@ from pytorch_lightning.loggers import CSVLogger
 from smartpretrain.backbones.base import Backbone
 from smartpretrain.data.cache import atomic_write_text
 from smartpretrain.data.datamodule import SceneDataModule
+from smartpretrain.data.sources import data_sources, is_mixture, mixture_spec
 from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
-from smartpretrain.finetune import save_run_config, split_dir
+from smartpretrain.finetune import save_run_config
 from smartpretrain.ssl.objective import SSLObjective
 from smartpretrain.tasks.pretrain import PretrainTask
 
@@ -73,22 +74,42 @@ def build_task(cfg: DictConfig) -> PretrainTask:
         weight_decay_start=float(ssl.weight_decay_start),
         weight_decay_end=float(ssl.weight_decay_end),
         momentum_base=float(ssl.momentum_base),
+        sources=[s.name for s in data_sources(cfg, "train")] if is_mixture(cfg) else None,
     )
 
 
 def build_datamodule(cfg: DictConfig, backbone: Backbone) -> SceneDataModule:
+    """Views per source (each dataset of a mixture with its own view length), one adapter, mixture sampling."""
     adapter = backbone.make_adapter()
     window = int(cfg.ssl.window)
-    train = SSLViewTransform(TemporalViewSampler(window), adapter)
-    val = SSLViewTransform(TemporalViewSampler(window, deterministic=True, seed=int(cfg.seed)), adapter)
+    seed = int(cfg.seed)
+    mixed = is_mixture(cfg)
+
+    def transforms(split: str, deterministic: bool) -> tuple[list[Path], list[SSLViewTransform]]:
+        sources = data_sources(cfg, split)
+        too_long = [s.name for s in sources if mixed and s.view_window > window]
+        if too_long:
+            raise ValueError(f"view_window of {too_long} exceeds ssl.window={window} (set data.view_window)")
+        return [s.path for s in sources], [
+            SSLViewTransform(
+                TemporalViewSampler(s.view_window if mixed else window, deterministic=deterministic, seed=seed),
+                adapter,
+                source=s.name if mixed else None,
+            )
+            for s in sources
+        ]
+
+    train_paths, train = transforms("train", deterministic=False)
+    val_paths, val = transforms("val", deterministic=True) if cfg.get("val_split") else (None, None)
     return SceneDataModule(
-        train=split_dir(cfg, cfg.train_split),
-        val=split_dir(cfg, cfg.val_split) if cfg.get("val_split") else None,
+        train=train_paths,
+        val=val_paths,
         batch_size=int(cfg.batch_size),
         num_workers=int(cfg.num_workers),
         train_transform=train,
         eval_transform=val,
-        collate_fn=train.collate,
+        collate_fn=train[0].collate,
+        mixture=mixture_spec(cfg, data_sources(cfg, "train")),
     )
 
 
@@ -108,6 +129,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         logger=CSVLogger(str(out_dir), name="logs"),
         callbacks=[checkpoints, LearningRateMonitor(logging_interval="step")],
         sync_batchnorm=False,  # the SSL heads' BatchNorm is already global (GlobalBatchNorm1d)
+        use_distributed_sampler=datamodule.use_distributed_sampler,
     )
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("resume"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from smartpretrain.data.scene import AgentTracks, MapData, Scene
+from smartpretrain.data.scene import AgentTracks, MapData, Scene, TrafficSignals
 from smartpretrain.data.taxonomy import Dataset
 
 SCHEMA_VERSION = 1
@@ -40,7 +40,10 @@ INDEX_NAME = "index.parquet"
 MANIFEST_NAME = "manifest.json"
 ZSTD_LEVEL = 3
 
-_AGENT_ARRAYS = ("type", "role", "is_sdc", "position", "heading", "velocity", "valid", "size")
+_AGENT_ARRAYS = (
+    "type", "role", "is_sdc", "position", "heading", "velocity", "valid", "size", "difficulty", "of_interest",
+)  # fmt: skip
+_SIGNAL_ARRAYS = ("step", "lane_id", "state", "stop_point")
 _MAP_ARRAYS = (
     "polygon_ids",
     "polygon_type",
@@ -117,6 +120,8 @@ def encode_scene(scene: Scene, level: int = ZSTD_LEVEL) -> bytes:
         if value is not None:
             arrays.append((f"agents.{name}", value))
     arrays += [(f"map.{name}", getattr(scene.map, name)) for name in _MAP_ARRAYS]
+    if scene.signals is not None:
+        arrays += [(f"signals.{name}", getattr(scene.signals, name)) for name in _SIGNAL_ARRAYS]
     descriptors = []
     chunks = []
     for name, arr in arrays:
@@ -179,6 +184,9 @@ def decode_scene(record: bytes | memoryview) -> Scene:
         **{n: values.get(f"agents.{n}") for n in _AGENT_ARRAYS},
     )
     map_data = MapData(**{n: values[f"map.{n}"] for n in _MAP_ARRAYS})
+    signals = None
+    if "signals.step" in values:
+        signals = TrafficSignals(**{n: values[f"signals.{n}"] for n in _SIGNAL_ARRAYS})
     return Scene(
         scenario_id=header["scenario_id"],
         dataset=Dataset(header["dataset"]),
@@ -189,6 +197,7 @@ def decode_scene(record: bytes | memoryview) -> Scene:
         agents=agents,
         map=map_data,
         dt=header["dt"],
+        signals=signals,
     )
 
 

@@ -1,21 +1,30 @@
 """Serve cached scenes to Lightning: a map-style dataset over one or more caches and a LightningDataModule.
 
 The per-sample ``transform`` is where the next stages plug in (view sampler, then a backbone adapter); this
-module knows neither. Under DDP, Lightning wraps the map-style datasets in a ``DistributedSampler``, which
-works because a :class:`~smartpretrain.data.cache.SceneCache` has random access by index.
+module knows neither. A transform may be given per cache (e.g. a view length per dataset).
+
+Sampling: without a mixture, Lightning wraps the map-style datasets in a ``DistributedSampler`` under DDP, which
+works because a :class:`~smartpretrain.data.cache.SceneCache` has random access by index. With a
+:class:`MixtureSpec` the train loader draws from the caches with explicit weights through
+:class:`~smartpretrain.data.sampler.MixtureSampler`, which shards across ranks itself: build the Trainer with
+``use_distributed_sampler=False`` (see :attr:`SceneDataModule.use_distributed_sampler`); evaluation loaders then
+get a ``DistributedSampler`` from this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from smartpretrain.data.cache import SceneCache
+from smartpretrain.data.sampler import MixtureSampler
 from smartpretrain.data.scene import Scene
 
 SceneTransform = Callable[[Scene], Any]
@@ -31,14 +40,33 @@ def _as_list(paths: PathLike | Sequence[PathLike] | None) -> list[Path]:
 
 
 class SceneDataset(Dataset):
-    """The scenes of several cache splits, concatenated in the given order, each passed through ``transform``."""
+    """The scenes of several cache splits, concatenated in the given order, each passed through its transform.
 
-    def __init__(self, caches: PathLike | Sequence[PathLike], transform: SceneTransform | None = None) -> None:
+    Args:
+        caches: cache split folders.
+        transform: one callable for every cache, or a sequence with one per cache (None: return the Scene).
+    """
+
+    def __init__(
+        self,
+        caches: PathLike | Sequence[PathLike],
+        transform: SceneTransform | Sequence[SceneTransform | None] | None = None,
+    ) -> None:
         self.caches = [SceneCache(p) for p in _as_list(caches)]
         if not self.caches:
             raise ValueError("SceneDataset needs at least one cache folder")
-        self.transform = transform
+        if transform is None or callable(transform):
+            self.transforms: list[SceneTransform | None] = [transform] * len(self.caches)
+        else:
+            self.transforms = list(transform)
+            if len(self.transforms) != len(self.caches):
+                raise ValueError(f"{len(self.transforms)} transforms for {len(self.caches)} caches")
         self._ends = np.cumsum([len(c) for c in self.caches])
+
+    @property
+    def sizes(self) -> list[int]:
+        """Scenes per cache, in concatenation order."""
+        return [len(c) for c in self.caches]
 
     def __len__(self) -> int:
         return int(self._ends[-1])
@@ -56,13 +84,32 @@ class SceneDataset(Dataset):
         return self.caches[which][local]
 
     def __getitem__(self, index: int) -> Any:
-        scene = self.scene(index)
-        return self.transform(scene) if self.transform is not None else scene
+        which, local = self.locate(index)
+        scene = self.caches[which][local]
+        transform = self.transforms[which]
+        return transform(scene) if transform is not None else scene
 
 
 def collate_as_list(batch: list[Any]) -> list[Any]:
     """Default collate: keep samples as a list (Scenes have ragged sizes; adapters bring their own collate)."""
     return batch
+
+
+@dataclass(frozen=True)
+class MixtureSpec:
+    """How the train loader mixes its caches (see :class:`~smartpretrain.data.sampler.MixtureSampler`).
+
+    Attributes:
+        weights: relative weight per train cache; None weighs by scene count.
+        num_samples: scenes per epoch over all ranks (None: the total number of train scenes).
+        replacement: draw with replacement inside each cache.
+        seed: sampler seed (the epoch is mixed in by ``set_epoch``).
+    """
+
+    weights: Sequence[float] | None = None
+    num_samples: int | None = None
+    replacement: bool = False
+    seed: int = 0
 
 
 class SceneDataModule(pl.LightningDataModule):
@@ -73,8 +120,9 @@ class SceneDataModule(pl.LightningDataModule):
         batch_size: scenes per batch and per process (DDP multiplies by the world size).
         val_batch_size: defaults to ``batch_size``.
         num_workers: DataLoader worker processes.
-        train_transform / eval_transform: per-scene callables (view sampler + backbone adapter).
+        train_transform / eval_transform: per-scene callables (view sampler + backbone adapter), or one per cache.
         collate_fn: batch collation; default keeps a list.
+        mixture: draw train scenes from the caches with explicit weights (:class:`MixtureSpec`).
     """
 
     def __init__(
@@ -86,9 +134,10 @@ class SceneDataModule(pl.LightningDataModule):
         val_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
-        train_transform: SceneTransform | None = None,
-        eval_transform: SceneTransform | None = None,
+        train_transform: SceneTransform | Sequence[SceneTransform | None] | None = None,
+        eval_transform: SceneTransform | Sequence[SceneTransform | None] | None = None,
         collate_fn: Callable[[list[Any]], Any] = collate_as_list,
+        mixture: MixtureSpec | None = None,
     ) -> None:
         super().__init__()
         self.paths = {"train": _as_list(train), "val": _as_list(val), "test": _as_list(test)}
@@ -99,7 +148,13 @@ class SceneDataModule(pl.LightningDataModule):
         self.train_transform = train_transform
         self.eval_transform = eval_transform
         self.collate_fn = collate_fn
+        self.mixture = mixture
         self.datasets: dict[str, SceneDataset] = {}
+
+    @property
+    def use_distributed_sampler(self) -> bool:
+        """The value for ``Trainer(use_distributed_sampler=...)``: False when this module shards itself."""
+        return self.mixture is None
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -108,13 +163,29 @@ class SceneDataModule(pl.LightningDataModule):
                 transform = self.train_transform if split == "train" else self.eval_transform
                 self.datasets[split] = SceneDataset(self.paths[split], transform)
 
+    def train_sampler(self) -> MixtureSampler | None:
+        """The mixture sampler of the train split (None without a mixture)."""
+        if self.mixture is None:
+            return None
+        m = self.mixture
+        return MixtureSampler(
+            self.datasets["train"].sizes, m.weights, m.num_samples, replacement=m.replacement, seed=m.seed
+        )
+
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"no {split} cache configured (got paths {self.paths[split]}); call setup() first")
+        sampler: Sampler[int] | None = None
+        if self.mixture is not None:
+            if split == "train":
+                sampler, shuffle = self.train_sampler(), False
+            elif dist.is_available() and dist.is_initialized():  # Lightning does not shard when told not to
+                sampler = DistributedSampler(self.datasets[split], shuffle=False)
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             collate_fn=self.collate_fn,

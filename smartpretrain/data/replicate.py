@@ -33,3 +33,24 @@ def replicate_av2_scenario(scenario_dir: str | Path, dst_root: str | Path, split
         shutil.copyfile(map_json, out / f"log_map_archive_{new_id}.json")
         ids.append(new_id)
     return ids
+
+
+def replicate_womd_scenario(
+    tfrecord: str | Path, dst_dir: str | Path, copies: int, files: int = 4, prefix: str = "validation"
+) -> list[str]:
+    """Write ``copies`` copies of the first Scenario of ``tfrecord`` into ``files`` TFRecord files named as WOMD's
+    (``{prefix}.tfrecord-0000k-of-0000n`` in ``dst_dir``), each copy with a fresh, stable ``scenario_id``."""
+    from smartpretrain.data.protos import womd_message
+    from smartpretrain.data.tfrecord import iter_records, write_records
+
+    source = womd_message("Scenario").FromString(next(iter(iter_records(tfrecord))))
+    dst = Path(dst_dir)
+    dst.mkdir(parents=True, exist_ok=True)
+    ids = [f"{source.scenario_id}-{i:06d}" for i in range(copies)]
+    for f in range(files):
+        records = []
+        for scenario_id in ids[f::files]:
+            source.scenario_id = scenario_id
+            records.append(source.SerializeToString())
+        write_records(dst / f"{prefix}.tfrecord-{f:05d}-of-{files:05d}", records)
+    return ids

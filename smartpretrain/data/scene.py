@@ -35,6 +35,9 @@ class AgentTracks:
         velocity: ``[N, T, 2] float32`` m/s in the scene frame.
         valid: ``[N, T] bool`` observed at that step.
         size: ``[N, 3] float32`` length, width, height in metres, or None when the dataset has no sizes.
+        difficulty: ``[N] int8`` WOMD ``tracks_to_predict`` difficulty (0 = not to predict / none, 1 = LEVEL_1,
+            2 = LEVEL_2), or None when the dataset has no such label.
+        of_interest: ``[N] bool`` WOMD ``objects_of_interest`` (agents with interesting interactions), or None.
     """
 
     ids: list[str]
@@ -46,6 +49,8 @@ class AgentTracks:
     velocity: np.ndarray
     valid: np.ndarray
     size: np.ndarray | None = None
+    difficulty: np.ndarray | None = None
+    of_interest: np.ndarray | None = None
 
     @property
     def num_agents(self) -> int:
@@ -119,6 +124,37 @@ class MapData:
 
 
 @dataclass
+class TrafficSignals:
+    """Traffic-signal states over time, one row per (step, controlled lane). S rows, sorted by step.
+
+    Attributes:
+        step: ``[S] int16`` step on the scene timeline.
+        lane_id: ``[S] int64`` the controlled lane's map id (a ``MapData.polygon_ids`` value).
+        state: ``[S] int8`` :class:`~smartpretrain.data.taxonomy.SignalState`.
+        stop_point: ``[S, 3] float32`` where vehicles stop for the signal, relative to the scene origin.
+    """
+
+    step: np.ndarray
+    lane_id: np.ndarray
+    state: np.ndarray
+    stop_point: np.ndarray
+
+    @property
+    def num_states(self) -> int:
+        return len(self.step)
+
+    def crop(self, start: int, length: int) -> TrafficSignals:
+        """The rows of steps ``start .. start + length - 1``, re-indexed from 0."""
+        keep = (self.step >= start) & (self.step < start + length)
+        return TrafficSignals(
+            step=(self.step[keep] - start).astype(np.int16),
+            lane_id=self.lane_id[keep],
+            state=self.state[keep],
+            stop_point=self.stop_point[keep],
+        )
+
+
+@dataclass
 class Scene:
     """One scenario in the unified format.
 
@@ -132,6 +168,7 @@ class Scene:
         agents: the tracks.
         map: the vector map (possibly empty).
         dt: seconds between steps.
+        signals: traffic-signal states per step (WOMD), or None when the dataset has none.
     """
 
     scenario_id: str
@@ -143,6 +180,7 @@ class Scene:
     agents: AgentTracks
     map: MapData = field(default_factory=MapData.empty)
     dt: float = 0.1
+    signals: TrafficSignals | None = None
 
     @property
     def focal_index(self) -> int:
@@ -179,6 +217,10 @@ class Scene:
         check("agents.valid", a.valid, (n, t), np.bool_)
         if a.size is not None:
             check("agents.size", a.size, (n, 3), np.float32)
+        if a.difficulty is not None:
+            check("agents.difficulty", a.difficulty, (n,), np.int8)
+        if a.of_interest is not None:
+            check("agents.of_interest", a.of_interest, (n,), np.bool_)
         if int((a.role == AgentRole.FOCAL).sum()) != 1:
             raise SceneValidationError(
                 f"{self.scenario_id}: expected exactly one focal agent, got {(a.role == AgentRole.FOCAL).sum()}"
@@ -206,3 +248,13 @@ class Scene:
             raise SceneValidationError(f"{self.scenario_id}: map.polyline_offsets must start at 0 and not decrease")
         if e and (m.edge_index.min() < 0 or m.edge_index.max() >= p):
             raise SceneValidationError(f"{self.scenario_id}: map.edge_index out of range")
+        if self.signals is not None:
+            sig, s = self.signals, self.signals.num_states
+            check("signals.step", sig.step, (s,), np.int16)
+            check("signals.lane_id", sig.lane_id, (s,), np.int64)
+            check("signals.state", sig.state, (s,), np.int8)
+            check("signals.stop_point", sig.stop_point, (s, 3), np.float32)
+            if s and (sig.step.min() < 0 or sig.step.max() >= t):
+                raise SceneValidationError(f"{self.scenario_id}: signals.step outside [0, {t})")
+            if s and (np.diff(sig.step) < 0).any():
+                raise SceneValidationError(f"{self.scenario_id}: signals.step must not decrease")

@@ -87,6 +87,30 @@ class LineType(IntEnum):
     UNKNOWN = 14
     CROSSWALK = 15
     CENTERLINE = 16
+    ROAD_EDGE_BOUNDARY = 17  # WOMD road edges: the road's outer boundary ...
+    ROAD_EDGE_MEDIAN = 18  # ... or a median between opposite directions
+
+
+class SignalState(IntEnum):
+    """Traffic-signal state of a controlled lane; values equal WOMD's ``TrafficSignalLaneState.State``."""
+
+    UNKNOWN = 0
+    ARROW_STOP = 1
+    ARROW_CAUTION = 2
+    ARROW_GO = 3
+    STOP = 4
+    CAUTION = 5
+    GO = 6
+    FLASHING_STOP = 7
+    FLASHING_CAUTION = 8
+
+
+class PredictionDifficulty(IntEnum):
+    """WOMD ``tracks_to_predict`` difficulty; NONE for agents not to predict (and WOMD's own NONE)."""
+
+    NONE = 0
+    LEVEL_1 = 1
+    LEVEL_2 = 2
 
 
 class Side(IntEnum):
@@ -130,6 +154,52 @@ AV1_AGENT_TYPES: dict[str, AgentType] = {
     "OTHERS": AgentType.UNKNOWN,
 }
 
+# WOMD enums by their proto names. TYPE_OTHER is a real class without a unified counterpart (UNKNOWN, no repair);
+# TYPE_UNSET is a missing label (UNKNOWN, counted as a repair).
+WOMD_AGENT_TYPES: dict[str, AgentType] = {
+    "TYPE_VEHICLE": AgentType.VEHICLE,
+    "TYPE_PEDESTRIAN": AgentType.PEDESTRIAN,
+    "TYPE_CYCLIST": AgentType.CYCLIST,
+    "TYPE_OTHER": AgentType.UNKNOWN,
+}
+
+WOMD_LANE_TYPES: dict[str, PolygonType] = {
+    "TYPE_UNDEFINED": PolygonType.VEHICLE_LANE,
+    "TYPE_FREEWAY": PolygonType.VEHICLE_LANE,
+    "TYPE_SURFACE_STREET": PolygonType.VEHICLE_LANE,
+    "TYPE_BIKE_LANE": PolygonType.BIKE_LANE,
+}
+
+# A passing double yellow is one solid and one broken line; AV2's DASH_SOLID_YELLOW is the same marking.
+WOMD_ROAD_LINE_TYPES: dict[str, LineType] = {
+    "TYPE_UNKNOWN": LineType.UNKNOWN,
+    "TYPE_BROKEN_SINGLE_WHITE": LineType.DASHED_WHITE,
+    "TYPE_SOLID_SINGLE_WHITE": LineType.SOLID_WHITE,
+    "TYPE_SOLID_DOUBLE_WHITE": LineType.DOUBLE_SOLID_WHITE,
+    "TYPE_BROKEN_SINGLE_YELLOW": LineType.DASHED_YELLOW,
+    "TYPE_BROKEN_DOUBLE_YELLOW": LineType.DOUBLE_DASH_YELLOW,
+    "TYPE_SOLID_SINGLE_YELLOW": LineType.SOLID_YELLOW,
+    "TYPE_SOLID_DOUBLE_YELLOW": LineType.DOUBLE_SOLID_YELLOW,
+    "TYPE_PASSING_DOUBLE_YELLOW": LineType.DASH_SOLID_YELLOW,
+}
+
+WOMD_ROAD_EDGE_TYPES: dict[str, LineType] = {
+    "TYPE_UNKNOWN": LineType.UNKNOWN,
+    "TYPE_ROAD_EDGE_BOUNDARY": LineType.ROAD_EDGE_BOUNDARY,
+    "TYPE_ROAD_EDGE_MEDIAN": LineType.ROAD_EDGE_MEDIAN,
+}
+
+# map feature (proto oneof name) -> polygon type
+WOMD_MAP_FEATURES: dict[str, PolygonType] = {
+    "lane": PolygonType.VEHICLE_LANE,  # refined by WOMD_LANE_TYPES
+    "road_line": PolygonType.ROAD_LINE,
+    "road_edge": PolygonType.ROAD_EDGE,
+    "stop_sign": PolygonType.STOP_SIGN,
+    "crosswalk": PolygonType.CROSSWALK,
+    "speed_bump": PolygonType.SPEED_BUMP,
+    "driveway": PolygonType.DRIVEWAY,
+}
+
 AV2_LANE_TYPES: dict[str, PolygonType] = {
     "VEHICLE": PolygonType.VEHICLE_LANE,
     "BIKE": PolygonType.BIKE_LANE,
@@ -147,6 +217,21 @@ MAPPING_TABLES: dict[str, dict] = {
     "av2.lane_type -> PolygonType": AV2_LANE_TYPES,
     "av2.lane_mark_type -> LineType": AV2_LANE_MARK_TYPES,
     "av1.OBJECT_TYPE -> AgentType": AV1_AGENT_TYPES,
+    "womd.Track.object_type -> AgentType": WOMD_AGENT_TYPES,
+    "womd.MapFeature (oneof) -> PolygonType": WOMD_MAP_FEATURES,
+    "womd.LaneCenter.type -> PolygonType": WOMD_LANE_TYPES,
+    "womd.RoadLine.type -> LineType": WOMD_ROAD_LINE_TYPES,
+    "womd.RoadEdge.type -> LineType": WOMD_ROAD_EDGE_TYPES,
+}
+
+
+# what happens to a raw label outside a table (rendered as the table's last row)
+_UNMAPPED: dict[str, str] = {
+    "AgentType": "`UNKNOWN` (9), counted as a repair",
+    "womd.MapFeature (oneof)": "a feature without any of these is skipped",
+    "womd.LaneCenter.type": "read as `TYPE_UNDEFINED` (proto2 closed enum: unknown values read as the default)",
+    "womd.RoadLine.type": "read as `TYPE_UNKNOWN` (proto2 closed enum)",
+    "womd.RoadEdge.type": "read as `TYPE_UNKNOWN` (proto2 closed enum)",
 }
 
 
@@ -159,18 +244,15 @@ def lookup(table: dict[str, IntEnum], label: str, default: IntEnum) -> tuple[Int
 def render_markdown() -> str:
     """The unified enums and every dataset's mapping table as Markdown (kept in sync in docs/data_format.md)."""
     out: list[str] = []
-    for enum in (AgentType, AgentRole, PolygonType, Intersection, LineType, Side, EdgeType):
+    for enum in (
+        AgentType, AgentRole, PolygonType, Intersection, LineType, Side, EdgeType, SignalState, PredictionDifficulty,
+    ):  # fmt: skip
         out.append(f"**{enum.__name__}**: " + ", ".join(f"{m.value} `{m.name}`" for m in enum) + "\n")
     for title, table in MAPPING_TABLES.items():
         source, target = title.split(" -> ")
         out.append(f"\n| {source} | {target} |\n|---|---|")
         out += [f"| `{label}` | `{value.name}` ({int(value)}) |" for label, value in table.items()]
-        out.append(
-            "| anything else | "
-            + (
-                "`UNKNOWN` (9), counted as a repair |"
-                if target == "AgentType"
-                else "scene dropped (`bad_map` / `corrupt_file`) |"
-            )
-        )
+        default = "scene dropped (`bad_map` / `corrupt_file`)"
+        note = _UNMAPPED.get(source, _UNMAPPED.get(target, default) if target == "AgentType" else default)
+        out.append(f"| anything else | {note} |")
     return "\n".join(out) + "\n"

@@ -74,8 +74,11 @@ def crop_scene(scene: Scene, start: int, length: int) -> Scene:
         velocity=np.where(valid[..., None], a.velocity[:, src], np.float32(0.0)),
         valid=valid,
         size=a.size,
+        difficulty=a.difficulty,
+        of_interest=a.of_interest,
     )
-    return replace(scene, num_steps=length, current_step=length - 1, agents=agents)
+    signals = scene.signals.crop(start, length) if scene.signals is not None else None
+    return replace(scene, num_steps=length, current_step=length - 1, agents=agents, signals=signals)
 
 
 @dataclass
@@ -185,6 +188,7 @@ class SSLSample:
     target_valid: Tensor
     scenario_id: str
     dataset: str
+    window: int = 0
 
 
 @dataclass
@@ -195,7 +199,10 @@ class SSLBatch:
         view_a, view_b: the backbone's collated batches of the two views.
         start_a, start_b: ``[S] long`` window starts per scene.
         query_scene, query_agent: ``[P] long`` the scene (within the batch) and agent index of each query.
-        full_b, target, target_valid: as in :class:`ViewPair`, concatenated over scenes.
+        full_b, target, target_valid: as in :class:`ViewPair`, concatenated over scenes; ``target`` /
+            ``target_valid`` are padded to the longest window of the batch (padding is not valid).
+        window: ``[S] long`` view length of each scene (datasets of a mixture may use different lengths).
+        datasets: the source (dataset or mixture component name) of each scene.
     """
 
     view_a: Any
@@ -209,31 +216,36 @@ class SSLBatch:
     target_valid: Tensor
     scenario_ids: list[str]
     datasets: list[str]
+    window: Tensor | None = None
 
     @property
     def num_scenes(self) -> int:
         return len(self.scenario_ids)
 
     def to(self, device: torch.device | str) -> SSLBatch:
-        move = {name: getattr(self, name).to(device) for name in _TENSOR_FIELDS}
+        move = {name: getattr(self, name).to(device) for name in _TENSOR_FIELDS if getattr(self, name) is not None}
         return replace(self, view_a=self.view_a.to(device), view_b=self.view_b.to(device), **move)
 
 
-_TENSOR_FIELDS = ("start_a", "start_b", "query_scene", "query_agent", "full_b", "target", "target_valid")
+_TENSOR_FIELDS = (
+    "start_a", "start_b", "query_scene", "query_agent", "full_b", "target", "target_valid", "window",
+)  # fmt: skip
 
 
 class SSLViewTransform:
     """Per-scene transform for pre-training: sample two views, pass both through ``adapter``.
 
-    Picklable (DataLoader workers); ``collate`` batches the samples with the adapter's own collate.
+    Picklable (DataLoader workers); ``collate`` batches the samples with the adapter's own collate. ``source``
+    names where the scenes come from in logs (default: the scene's dataset), e.g. a mixture component.
     """
 
-    def __init__(self, sampler: TemporalViewSampler, adapter: Adapter) -> None:
+    def __init__(self, sampler: TemporalViewSampler, adapter: Adapter, source: str | None = None) -> None:
         self.sampler = sampler
         self.adapter = adapter
+        self.source = source
 
     def __repr__(self) -> str:
-        return f"SSLViewTransform({self.sampler!r}, {self.adapter!r})"
+        return f"SSLViewTransform({self.sampler!r}, {self.adapter!r}, source={self.source!r})"
 
     def __call__(self, scene: Scene) -> SSLSample:
         pair = self.sampler(scene)
@@ -247,7 +259,8 @@ class SSLViewTransform:
             target=torch.from_numpy(pair.target),
             target_valid=torch.from_numpy(pair.target_valid),
             scenario_id=scene.scenario_id,
-            dataset=str(scene.dataset),
+            dataset=self.source or str(scene.dataset),
+            window=pair.windows.length,
         )
 
     def collate(self, samples: Sequence[SSLSample]) -> SSLBatch:
@@ -259,6 +272,15 @@ def collate_ssl(samples: Sequence[SSLSample], collate_view: Callable[[list[Any]]
     if not samples:
         raise ValueError("cannot collate an empty list of SSL samples")
     counts = torch.tensor([len(s.query_agent) for s in samples], dtype=torch.long)
+    longest = max(s.target.shape[1] for s in samples)
+
+    def pad(x: Tensor) -> Tensor:  # [P, H, ...] -> [P, longest, ...], zeros / False after H
+        if x.shape[1] == longest:
+            return x
+        out = x.new_zeros((x.shape[0], longest, *x.shape[2:]))
+        out[:, : x.shape[1]] = x
+        return out
+
     return SSLBatch(
         view_a=collate_view([s.view_a for s in samples]),
         view_b=collate_view([s.view_b for s in samples]),
@@ -267,8 +289,9 @@ def collate_ssl(samples: Sequence[SSLSample], collate_view: Callable[[list[Any]]
         query_scene=torch.repeat_interleave(torch.arange(len(samples)), counts),
         query_agent=torch.cat([s.query_agent for s in samples]),
         full_b=torch.cat([s.full_b for s in samples]),
-        target=torch.cat([s.target for s in samples]),
-        target_valid=torch.cat([s.target_valid for s in samples]),
+        target=torch.cat([pad(s.target) for s in samples]),
+        target_valid=torch.cat([pad(s.target_valid) for s in samples]),
         scenario_ids=[s.scenario_id for s in samples],
         datasets=[s.dataset for s in samples],
+        window=torch.tensor([s.window or s.target.shape[1] for s in samples], dtype=torch.long),
     )

@@ -3,6 +3,8 @@
 The pre-training task runs the backbones and heads once and hands every objective the same
 :class:`SSLInputs`; an objective returns its (globally normalised, see :mod:`.distributed`) loss. New
 objectives subclass :class:`SSLObjective` and are listed under ``objectives`` in the pre-training config.
+An objective may also report a per-query value (:meth:`SSLObjective.compute`), which the task averages per
+data source (e.g. per dataset of a mixture) for logging.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ class SSLInputs:
         z_b: ``[P, Q, C]`` online projection of view B (only when an objective sets ``needs_online_view_b``).
         full_b: ``[P] bool`` the query is observed at every step of window B (a contrastive positive).
         start_a, start_b: ``[P] long`` window starts of each query's scene.
-        window: H.
+        window: H, the longest view length (the heads' size).
         target: ``[P, H, 2]`` window-B positions in the query's frame at the last step of window A.
-        target_valid: ``[P, H] bool``.
+        target_valid: ``[P, H] bool`` (False after a shorter query's own window).
+        query_window: ``[P] long`` each query's view length when a batch mixes lengths (None: all ``window``).
     """
 
     z_a: Tensor
@@ -38,6 +41,21 @@ class SSLInputs:
     key_a: Tensor | None = None
     key_b: Tensor | None = None
     z_b: Tensor | None = None
+    query_window: Tensor | None = None
+
+    def windows(self) -> Tensor:
+        """``[P] long`` view length of every query."""
+        if self.query_window is not None:
+            return self.query_window
+        return self.start_a.new_full(self.start_a.shape, self.window)
+
+
+@dataclass
+class ObjectiveOutput:
+    """An objective's loss and, for logging, a detached per-query value (NaN where a query does not enter)."""
+
+    loss: Tensor
+    per_query: Tensor | None = None
 
 
 class SSLObjective(nn.Module, abc.ABC):
@@ -51,8 +69,12 @@ class SSLObjective(nn.Module, abc.ABC):
     uses_partial_queries: bool = False
 
     @abc.abstractmethod
+    def compute(self, inputs: SSLInputs) -> ObjectiveOutput:
+        """The loss (scalar, normalised by global counts) and optionally per-query values for logging."""
+
     def forward(self, inputs: SSLInputs) -> Tensor:
-        """The loss (scalar), normalised by global counts."""
+        """The loss only."""
+        return self.compute(inputs).loss
 
 
-__all__ = ["SSLInputs", "SSLObjective"]
+__all__ = ["ObjectiveOutput", "SSLInputs", "SSLObjective"]

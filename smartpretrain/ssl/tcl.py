@@ -9,7 +9,7 @@ from torch import Tensor
 
 from smartpretrain.ssl.distributed import gather_rows, global_sum, world_size
 from smartpretrain.ssl.heads import ProjectionMLP
-from smartpretrain.ssl.objective import SSLInputs, SSLObjective
+from smartpretrain.ssl.objective import ObjectiveOutput, SSLInputs, SSLObjective
 
 
 def info_nce(query: Tensor, own_keys: Tensor, positive_keys: Tensor, offset: int, temperature: float) -> Tensor:
@@ -66,34 +66,37 @@ class TrajectoryContrastiveLoss(SSLObjective):
         self.temperature, self.symmetric, self.scale_by_2tau = float(temperature), bool(symmetric), scale_by_2tau
         self.needs_online_view_b = bool(symmetric)
 
-    def _direction(self, z: Tensor, own: Tensor, positive: Tensor) -> tuple[Tensor, Tensor]:
-        """Summed loss over local queries and steps, and the global query count."""
+    def _direction(self, z: Tensor, own: Tensor, positive: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Summed loss over local queries and steps, the per-query sum over steps, and the global query count."""
         q = F.normalize(self.predictor(z), dim=-1)  # every rank runs the predictor (global BatchNorm)
         own_all, offset = gather_rows(F.normalize(own, dim=-1).detach())
         pos_all, _ = gather_rows(F.normalize(positive, dim=-1).detach())
         count = global_sum(torch.tensor(float(z.size(0)), device=z.device))
-        total = z.new_zeros(())
+        per_query = z.new_zeros(z.size(0))
         for step in range(z.size(1)):
-            total = total + info_nce(q[:, step], own_all[:, step], pos_all[:, step], offset, self.temperature).sum()
-        return total + 0.0 * q.sum(), count  # keeps the predictor in the graph when this rank has no query
+            per_query = per_query + info_nce(q[:, step], own_all[:, step], pos_all[:, step], offset, self.temperature)
+        total = per_query.sum() + 0.0 * q.sum()  # keeps the predictor in the graph when this rank has no query
+        return total, per_query.detach(), count
 
-    def forward(self, inputs: SSLInputs) -> Tensor:
+    def compute(self, inputs: SSLInputs) -> ObjectiveOutput:
         if inputs.key_a is None or inputs.key_b is None:
             raise ValueError("TrajectoryContrastiveLoss needs the momentum keys of both views")
         sel = inputs.full_b
         z_a, key_a, key_b = inputs.z_a[sel], inputs.key_a[sel], inputs.key_b[sel]
         q_steps = z_a.size(1)
-        total, count = self._direction(z_a, key_a, key_b)
+        total, per_query, count = self._direction(z_a, key_a, key_b)
         directions = 1
         if self.symmetric:
             if inputs.z_b is None:
                 raise ValueError("symmetric TCL needs the online projection of view B")
-            total_b, _ = self._direction(inputs.z_b[sel], key_b, key_a)
-            total, directions = total + total_b, 2
+            total_b, per_query_b, _ = self._direction(inputs.z_b[sel], key_b, key_a)
+            total, per_query, directions = total + total_b, per_query + per_query_b, 2
+        scale = 2.0 * self.temperature if self.scale_by_2tau else 1.0
+        values = inputs.z_a.new_full((inputs.z_a.size(0),), float("nan"))
+        values[sel] = per_query * (scale / (q_steps * directions))
         if float(count) == 0:
-            return total * 0.0
-        loss = total * world_size() / (count * q_steps * directions)
-        return loss * (2.0 * self.temperature) if self.scale_by_2tau else loss
+            return ObjectiveOutput(total * 0.0, values)
+        return ObjectiveOutput(total * world_size() / (count * q_steps * directions) * scale, values)
 
 
 __all__ = ["TrajectoryContrastiveLoss", "info_nce"]

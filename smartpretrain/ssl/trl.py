@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smartpretrain.ssl.distributed import global_sum, world_size
-from smartpretrain.ssl.objective import SSLInputs, SSLObjective
+from smartpretrain.ssl.objective import ObjectiveOutput, SSLInputs, SSLObjective
 
 OFFSET_SOURCES = ("start_a", "gap")
 
@@ -49,7 +49,8 @@ class TrajectoryReconstructionLoss(SSLObjective):
 
     summed over x, y; ``n_t`` is the global number of queries observed at step t, ``T⁺`` the steps with any.
     With Q query steps, step q's embedding supplies the displacements of its chunk of the window
-    (:func:`chunk_bounds`). ``e`` is a learned table (zero-initialised) indexed by the window-A start
+    (:func:`chunk_bounds`; with mixed view lengths, the chunks of each query's own length, its steps after that
+    length unused). ``e`` is a learned table (zero-initialised) indexed by the window-A start
     (``offset_source="start_a"``, release) or by the gap between the windows (``"gap"``).
 
     Args:
@@ -88,7 +89,10 @@ class TrajectoryReconstructionLoss(SSLObjective):
         )  # fmt: skip
 
     def offsets(self, inputs: SSLInputs) -> Tensor:
-        off = inputs.start_a if self.offset_source == "start_a" else inputs.start_b - inputs.start_a - inputs.window
+        if self.offset_source == "start_a":
+            off = inputs.start_a
+        else:
+            off = inputs.start_b - inputs.start_a - inputs.windows()
         if off.numel() and (int(off.min()) < 0 or int(off.max()) >= self.num_offsets):
             raise ValueError(
                 f"TRL {self.offset_source} offsets span [{int(off.min())}, {int(off.max())}] but the table has "
@@ -96,32 +100,53 @@ class TrajectoryReconstructionLoss(SSLObjective):
             )
         return off
 
+    def step_sources(self, windows: Tensor, num_query_steps: int) -> Tensor:
+        """``[P, H] long``: the query step whose output supplies each window step (0 after a query's window)."""
+        out = windows.new_zeros((windows.size(0), self.window))
+        for w in torch.unique(windows).tolist():
+            if not 0 < w <= self.window:
+                raise ValueError(f"TRL head was built for windows up to {self.window} steps, got {w}")
+            bounds = chunk_bounds(int(w), num_query_steps, self.chunk_fractions)
+            src = torch.repeat_interleave(
+                torch.arange(num_query_steps, device=windows.device),
+                torch.tensor([b1 - b0 for b0, b1 in itertools.pairwise(bounds)], device=windows.device),
+            )
+            out[windows == w, : int(w)] = src
+        return out
+
     def predict(self, inputs: SSLInputs) -> Tensor:
-        """``[P, H, 2]`` predicted window-B positions."""
+        """``[P, H, 2]`` predicted window-B positions (constant after a shorter query's window, never a target)."""
         z = inputs.z_a
         p, q_steps, _ = z.shape
         if inputs.window != self.window:
             raise ValueError(f"TRL head was built for a {self.window}-step window, got {inputs.window}")
+        windows = inputs.windows()
         e = self.offset_embedding(self.offsets(inputs)).unsqueeze(1).expand(-1, q_steps, -1)
         disp = self.head(torch.cat([z, e], dim=-1)).view(p, q_steps, self.window, 2)
-        bounds = chunk_bounds(self.window, q_steps, self.chunk_fractions)
-        disp = torch.cat([disp[:, q, bounds[q] : bounds[q + 1]] for q in range(q_steps)], dim=1)
+        src = self.step_sources(windows, q_steps)  # [P, H]
+        disp = disp.gather(1, src[:, None, :, None].expand(-1, 1, -1, 2)).squeeze(1)  # [P, H, 2]
+        inside = torch.arange(self.window, device=z.device)[None, :] < windows[:, None]
+        disp = disp * inside.unsqueeze(-1).to(disp.dtype)
         return torch.cumsum(disp, dim=1)
 
-    def forward(self, inputs: SSLInputs) -> Tensor:
+    def compute(self, inputs: SSLInputs) -> ObjectiveOutput:
         pred = self.predict(inputs)
         mask = inputs.target_valid
         if self.require_full_target:
             mask = mask & inputs.full_b.unsqueeze(1)
         per = F.smooth_l1_loss(pred, inputs.target, beta=self.beta, reduction="none").sum(-1)  # [P, H]
         per = torch.where(mask, per, torch.zeros_like(per))
+        with torch.no_grad():
+            steps_per_query = mask.sum(dim=1)
+            per_query = per.detach().sum(dim=1) / steps_per_query.clamp(min=1)
+            per_query[steps_per_query == 0] = float("nan")
         counts = global_sum(mask.sum(dim=0).to(per.dtype))  # [H] queries per step, global
         steps = counts > 0
         num_steps = int(steps.sum())
         if num_steps == 0:
-            return pred.sum() * 0.0
+            return ObjectiveOutput(pred.sum() * 0.0, per_query)
         per_step = per.sum(dim=0)[steps] / counts[steps]
-        return per_step.sum() * world_size() / num_steps
+        return ObjectiveOutput(per_step.sum() * world_size() / num_steps, per_query)
 
 
 __all__ = ["TrajectoryReconstructionLoss", "chunk_bounds"]

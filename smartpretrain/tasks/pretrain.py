@@ -12,7 +12,7 @@ the momentum branch is updated. Module names follow the reference release where 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -21,9 +21,10 @@ from torch import Tensor, nn
 
 from smartpretrain.backbones.base import AgentEmbeddings, Backbone
 from smartpretrain.data.views import SSLBatch
+from smartpretrain.ssl.distributed import global_sum
 from smartpretrain.ssl.heads import ProjectionMLP
 from smartpretrain.ssl.momentum import cosine_momentum, ema_update, make_momentum_copy
-from smartpretrain.ssl.objective import SSLInputs, SSLObjective
+from smartpretrain.ssl.objective import ObjectiveOutput, SSLInputs, SSLObjective
 from smartpretrain.tasks.optim import decay_groups, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ class PretrainTask(pl.LightningModule):
         lr_start, lr_peak, lr_end, warmup_epochs, max_epochs: per-step schedule (epochs may be fractional).
         weight_decay_start, weight_decay_end: linear ramp over ``max_epochs`` (weight matrices only).
         momentum_base: ``m0`` of the cosine EMA schedule.
+        sources: names of the data sources (datasets of a mixture) whose objectives are also logged separately,
+            as ``{train,val}_{objective}/{source}``: the epoch mean of the per-query values of that source's
+            queries (TCL: the query's InfoNCE × 2τ; TRL: its mean SmoothL1 over its observed steps).
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class PretrainTask(pl.LightningModule):
         weight_decay_start: float = 0.01,
         weight_decay_end: float = 0.1,
         momentum_base: float = 0.996,
+        sources: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if not objectives:
@@ -108,6 +113,10 @@ class PretrainTask(pl.LightningModule):
         self.warmup_epochs, self.max_epochs = float(warmup_epochs), float(max_epochs)
         self.weight_decay_start, self.weight_decay_end = weight_decay_start, weight_decay_end
         self.momentum_base = momentum_base
+        self.sources = list(sources or [])
+        self._source_index = {name: i for i, name in enumerate(self.sources)}
+        # per (stage, objective): [sources, 2] running (sum, count) of per-query values over the epoch
+        self._source_sums: dict[tuple[str, str], Tensor] = {}
         self.save_hyperparameters(ignore=["backbone", "objectives"])
 
     @property
@@ -146,14 +155,25 @@ class PretrainTask(pl.LightningModule):
 
         emb_a = self.branch.embed(batch.view_a)
         z_a = self.branch.projector(emb_a.embeddings[match_rows(emb_a, scene, agent, "online view A")])
+        target, target_valid = batch.target[keep], batch.target_valid[keep]
+        if target.size(1) > self.window:
+            raise ValueError(f"views of {target.size(1)} steps, but the task was built for window={self.window}")
+        if target.size(1) < self.window:  # every view of this batch is shorter than the longest of the mixture
+            pad = self.window - target.size(1)
+            target = torch.nn.functional.pad(target, (0, 0, 0, pad))
+            target_valid = torch.nn.functional.pad(target_valid, (0, pad))
+        query_window = None
+        if batch.window is not None and bool((batch.window != self.window).any()):
+            query_window = batch.window[scene]
         inputs = SSLInputs(
             z_a=z_a,
             full_b=full_b,
             start_a=batch.start_a[scene],
             start_b=batch.start_b[scene],
             window=self.window,
-            target=batch.target[keep],
-            target_valid=batch.target_valid[keep],
+            target=target,
+            target_valid=target_valid,
+            query_window=query_window,
         )
         if any(obj.needs_online_view_b for obj in self.objectives.values()):
             emb_b = self.branch.embed(batch.view_b)
@@ -174,15 +194,56 @@ class PretrainTask(pl.LightningModule):
             inputs.key_a, inputs.key_b = keys
         return inputs
 
-    def losses(self, batch: SSLBatch) -> dict[str, Tensor]:
+    def losses(self, batch: SSLBatch, stage: str | None = None) -> dict[str, Tensor]:
         inputs = self.ssl_inputs(batch)
-        out = {name: objective(inputs) for name, objective in self.objectives.items()}
+        results = {name: objective.compute(inputs) for name, objective in self.objectives.items()}
+        out = {name: r.loss for name, r in results.items()}
         out["loss"] = sum(self.objective_weights[name] * value for name, value in out.items())
         out["num_queries"] = inputs.full_b.sum().to(inputs.z_a.dtype)
+        if stage is not None and self.sources:
+            self._accumulate_sources(stage, batch, results)
         return out
 
+    # --- per-source logging -------------------------------------------------------------------------------------
+    def _query_sources(self, batch: SSLBatch) -> Tensor:
+        """``[P_kept] long`` source index of every query entering the objectives (-1: not a listed source)."""
+        per_scene = torch.tensor([self._source_index.get(d, -1) for d in batch.datasets], device=batch.full_b.device)
+        partial = any(obj.uses_partial_queries for obj in self.objectives.values())
+        keep = batch.full_b | (batch.target_valid.any(dim=1) if partial else torch.zeros_like(batch.full_b))
+        return per_scene[batch.query_scene[keep]]
+
+    def _accumulate_sources(self, stage: str, batch: SSLBatch, results: Mapping[str, ObjectiveOutput]) -> None:
+        source = self._query_sources(batch)
+        for name, result in results.items():
+            if result.per_query is None:
+                continue
+            values = result.per_query.detach().float()
+            ok = ~torch.isnan(values) & (source >= 0)
+            sums = torch.zeros(len(self.sources), 2, device=values.device)
+            sums[:, 0].index_add_(0, source[ok], values[ok])
+            sums[:, 1].index_add_(0, source[ok], torch.ones_like(values[ok]))
+            key = (stage, name)
+            self._source_sums[key] = self._source_sums.get(key, torch.zeros_like(sums)) + sums
+
+    def _log_sources(self, stage: str) -> None:
+        # every rank holds the same keys (objectives x stage), so the reductions below line up across ranks
+        for (key_stage, name), sums in sorted(self._source_sums.items()):
+            if key_stage != stage:
+                continue
+            total = global_sum(sums)
+            for i, source in enumerate(self.sources):
+                if float(total[i, 1]) > 0:
+                    self.log(f"{stage}_{name}/{source}", total[i, 0] / total[i, 1], sync_dist=False)
+        self._source_sums = {k: v for k, v in self._source_sums.items() if k[0] != stage}
+
+    def on_train_epoch_end(self) -> None:
+        self._log_sources("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_sources("val")
+
     def training_step(self, batch: SSLBatch, batch_idx: int) -> Tensor:
-        out = self.losses(batch)
+        out = self.losses(batch, "train")
         bs = batch.num_scenes
         for name, value in out.items():
             self.log(f"train_{name}", value, prog_bar=name == "loss", batch_size=bs, sync_dist=False)
@@ -191,7 +252,7 @@ class PretrainTask(pl.LightningModule):
         return out["loss"]
 
     def validation_step(self, batch: SSLBatch, batch_idx: int) -> None:
-        out = self.losses(batch)
+        out = self.losses(batch, "val")
         bs = batch.num_scenes
         for name, value in out.items():
             self.log(f"val_{name}", value, prog_bar=name == "loss", batch_size=bs, sync_dist=True)

@@ -41,6 +41,7 @@ class RepairKind(StrEnum):
 
     UNKNOWN_OBJECT_TYPE = "unknown_object_type"
     ROWS_OUT_OF_ORDER = "rows_out_of_order"
+    NO_TRACKS_TO_PREDICT = "no_tracks_to_predict"  # WOMD: the sdc became the focal agent
 
 
 class ConversionError(Exception):
