@@ -14,7 +14,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
@@ -32,8 +32,10 @@ log = logging.getLogger("smartpretrain.pretrain")
 
 
 def build_pretrain_backbone(cfg: DictConfig) -> Backbone:
-    """``cfg.model`` with ``cfg.model_overrides`` applied (QCNet: one mode, propose stack only)."""
+    """``cfg.model`` with the backbone class's ``pretrain_overrides`` (QCNet: one mode, propose stack only), then
+    ``cfg.model_overrides`` (the view length as history window) applied."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg.update(getattr(get_class(model_cfg["_target_"]), "pretrain_overrides", {}))
     model_cfg.update(OmegaConf.to_container(cfg.get("model_overrides") or OmegaConf.create({}), resolve=True))
     return instantiate(model_cfg)
 

@@ -98,6 +98,8 @@ class Backbone(nn.Module, abc.ABC):
     #: key prefixes that must all be loaded (the encoder), per-mode tables whose single pre-trained row is
     #: repeated to K modes, and "copy_refine" prefix pairs (source stage -> a second stage initialised from it).
     pretrained_strict_prefixes: tuple[str, ...] = ("encoder.",)
+    #: constructor arguments changed for self-supervised pre-training (e.g. QCNet's single-mode propose stack)
+    pretrain_overrides: dict[str, Any] = {}  # noqa: RUF012 (read-only class default)
     mode_embedding_keys: tuple[str, ...] = ()
     propose_to_refine_prefixes: dict[str, str] = {}  # noqa: RUF012 (read-only class default)
 

@@ -42,22 +42,30 @@ class SSLBranch(nn.Module):
         return self.backbone.agent_embeddings(batch, self.backbone.encode(batch))
 
 
-def match_rows(emb: AgentEmbeddings, scene: Tensor, agent: Tensor, what: str) -> Tensor:
-    """Rows of ``emb`` holding each ``(scene, agent)`` pair; a clear error when the adapter dropped one."""
-    if scene.numel() == 0:
-        return scene.new_zeros(0)
-    stride = int(max(int(emb.agent_index.max()) if emb.agent_index.numel() else 0, int(agent.max()))) + 1
+def lookup_rows(emb: AgentEmbeddings, scene: Tensor, agent: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows of ``emb`` holding each ``(scene, agent)`` pair, and whether it is there at all.
+
+    Backbones may embed fewer agents than a view observes (Forecast-MAE keeps actors within 150 m of the focal
+    agent): such queries simply do not take part (the task counts them as ``num_unembedded``).
+    """
+    if scene.numel() == 0 or emb.agent_index.numel() == 0:
+        return scene.new_zeros(scene.shape), torch.zeros_like(scene, dtype=torch.bool)
+    stride = int(max(int(emb.agent_index.max()), int(agent.max()))) + 1
     have = emb.scene_index.long() * stride + emb.agent_index.long()
     want = scene.long() * stride + agent.long()
     order = torch.argsort(have)
-    pos = torch.searchsorted(have[order], want).clamp(max=max(len(have) - 1, 0))
+    pos = torch.searchsorted(have[order], want).clamp(max=len(have) - 1)
     rows = order[pos]
-    found = have[rows] == want
+    return rows, have[rows] == want
+
+
+def match_rows(emb: AgentEmbeddings, scene: Tensor, agent: Tensor, what: str) -> Tensor:
+    """Rows of ``emb`` holding each ``(scene, agent)`` pair; a clear error when one is missing."""
+    rows, found = lookup_rows(emb, scene, agent)
     if not bool(found.all()):
         i = int((~found).nonzero()[0])
         raise RuntimeError(
-            f"{what}: the backbone returned no embedding for agent {int(agent[i])} of scene {int(scene[i])}, "
-            "which is observed over the whole window (does the adapter drop agents the views keep?)"
+            f"{what}: the backbone returned no embedding for agent {int(agent[i])} of scene {int(scene[i])}"
         )
     return rows
 
@@ -148,13 +156,39 @@ class PretrainTask(pl.LightningModule):
     # --- forward ------------------------------------------------------------------------------------------------
     def ssl_inputs(self, batch: SSLBatch) -> SSLInputs:
         """Run the branches once and collect what every objective needs."""
-        partial = any(obj.uses_partial_queries for obj in self.objectives.values())
-        keep = batch.full_b | (batch.target_valid.any(dim=1) if partial else torch.zeros_like(batch.full_b))
-        scene, agent = batch.query_scene[keep], batch.query_agent[keep]
-        full_b = batch.full_b[keep]
+        return self._collect(batch)[0]
+
+    def _collect(self, batch: SSLBatch) -> tuple[SSLInputs, Tensor, int]:
+        """The objectives' inputs, the mask of the batch's queries that entered them, and how many queries the
+        backbone did not embed (in view A, or in view B for a positive)."""
+        objectives = list(self.objectives.values())
+        partial = any(obj.uses_partial_queries for obj in objectives)
+        need_keys = any(obj.needs_momentum_keys for obj in objectives)
+        need_online_b = any(obj.needs_online_view_b for obj in objectives)
+        q_scene, q_agent = batch.query_scene, batch.query_agent
 
         emb_a = self.branch.embed(batch.view_a)
-        z_a = self.branch.projector(emb_a.embeddings[match_rows(emb_a, scene, agent, "online view A")])
+        rows_a, found_a = lookup_rows(emb_a, q_scene, q_agent)
+        full_b = batch.full_b & found_a
+        views_b: dict[str, tuple[AgentEmbeddings, Tensor]] = {}
+        mom_a = None
+        if need_keys:
+            with torch.no_grad():
+                mom_a = self.momentum_branch.embed(batch.view_a)
+                views_b["momentum"] = (self.momentum_branch.embed(batch.view_b), torch.empty(0))
+        if need_online_b:
+            views_b["online"] = (self.branch.embed(batch.view_b), torch.empty(0))
+        for name, (emb, _) in list(views_b.items()):
+            rows, found = lookup_rows(emb, q_scene, q_agent)
+            views_b[name] = (emb, rows)
+            full_b = full_b & found  # a positive must be embedded in view B
+        partial_rows = batch.target_valid.any(dim=1) if partial else torch.zeros_like(batch.full_b)
+        keep = found_a & (full_b | partial_rows)
+        unembedded = int(((batch.full_b | partial_rows) & ~keep).sum())
+
+        scene = q_scene[keep]
+        z_a = self.branch.projector(emb_a.embeddings[rows_a[keep]])
+        kept_full_b = full_b[keep]
         target, target_valid = batch.target[keep], batch.target_valid[keep]
         if target.size(1) > self.window:
             raise ValueError(f"views of {target.size(1)} steps, but the task was built for window={self.window}")
@@ -167,7 +201,7 @@ class PretrainTask(pl.LightningModule):
             query_window = batch.window[scene]
         inputs = SSLInputs(
             z_a=z_a,
-            full_b=full_b,
+            full_b=kept_full_b,
             start_a=batch.start_a[scene],
             start_b=batch.start_b[scene],
             window=self.window,
@@ -175,45 +209,39 @@ class PretrainTask(pl.LightningModule):
             target_valid=target_valid,
             query_window=query_window,
         )
-        if any(obj.needs_online_view_b for obj in self.objectives.values()):
-            emb_b = self.branch.embed(batch.view_b)
-            rows = match_rows(emb_b, scene[full_b], agent[full_b], "online view B")
+        positives = keep & full_b  # batch query rows that are positives, in kept order below
+        if need_online_b:
+            emb_b, rows_b = views_b["online"]
             z_b = z_a.new_zeros(z_a.shape)
-            z_b[full_b] = self.branch.projector(emb_b.embeddings[rows])
+            z_b[kept_full_b] = self.branch.projector(emb_b.embeddings[rows_b[positives]])
             inputs.z_b = z_b
-        if any(obj.needs_momentum_keys for obj in self.objectives.values()):
+        if need_keys and mom_a is not None:
             with torch.no_grad():
-                keys = []
-                for view, name in ((batch.view_a, "momentum view A"), (batch.view_b, "momentum view B")):
-                    emb = self.momentum_branch.embed(view)
-                    key = z_a.new_zeros(z_a.shape)
-                    key[full_b] = self.momentum_branch.projector(
-                        emb.embeddings[match_rows(emb, scene[full_b], agent[full_b], name)]
-                    )
-                    keys.append(key)
-            inputs.key_a, inputs.key_b = keys
-        return inputs
+                rows_ma, _ = lookup_rows(mom_a, q_scene, q_agent)
+                key_a, key_b = z_a.new_zeros(z_a.shape), z_a.new_zeros(z_a.shape)
+                key_a[kept_full_b] = self.momentum_branch.projector(mom_a.embeddings[rows_ma[positives]])
+                emb_mb, rows_mb = views_b["momentum"]
+                key_b[kept_full_b] = self.momentum_branch.projector(emb_mb.embeddings[rows_mb[positives]])
+            inputs.key_a, inputs.key_b = key_a, key_b
+        return inputs, keep, unembedded
 
     def losses(self, batch: SSLBatch, stage: str | None = None) -> dict[str, Tensor]:
-        inputs = self.ssl_inputs(batch)
+        inputs, keep, unembedded = self._collect(batch)
         results = {name: objective.compute(inputs) for name, objective in self.objectives.items()}
         out = {name: r.loss for name, r in results.items()}
         out["loss"] = sum(self.objective_weights[name] * value for name, value in out.items())
         out["num_queries"] = inputs.full_b.sum().to(inputs.z_a.dtype)
+        out["num_unembedded"] = inputs.z_a.new_tensor(float(unembedded))
         if stage is not None and self.sources:
-            self._accumulate_sources(stage, batch, results)
+            self._accumulate_sources(stage, batch, keep, results)
         return out
 
     # --- per-source logging -------------------------------------------------------------------------------------
-    def _query_sources(self, batch: SSLBatch) -> Tensor:
-        """``[P_kept] long`` source index of every query entering the objectives (-1: not a listed source)."""
-        per_scene = torch.tensor([self._source_index.get(d, -1) for d in batch.datasets], device=batch.full_b.device)
-        partial = any(obj.uses_partial_queries for obj in self.objectives.values())
-        keep = batch.full_b | (batch.target_valid.any(dim=1) if partial else torch.zeros_like(batch.full_b))
-        return per_scene[batch.query_scene[keep]]
-
-    def _accumulate_sources(self, stage: str, batch: SSLBatch, results: Mapping[str, ObjectiveOutput]) -> None:
-        source = self._query_sources(batch)
+    def _accumulate_sources(
+        self, stage: str, batch: SSLBatch, keep: Tensor, results: Mapping[str, ObjectiveOutput]
+    ) -> None:
+        per_scene = torch.tensor([self._source_index.get(d, -1) for d in batch.datasets], device=keep.device)
+        source = per_scene[batch.query_scene[keep]]  # -1: not a listed source
         for name, result in results.items():
             if result.per_query is None:
                 continue

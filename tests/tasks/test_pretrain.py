@@ -38,7 +38,7 @@ def test_default_pretrain_config() -> None:
     cfg = _cfg()
     assert cfg.data.name == "av2" and cfg.model._target_ == "smartpretrain.backbones.qcnet.QCNet"
     assert cfg.ssl.window == cfg.data.view_window == 50
-    assert dict(cfg.model_overrides) == {"num_modes": 1, "propose_stack_only": True, "num_historical_steps": 50}
+    assert dict(cfg.model_overrides) == {"num_historical_steps": 50}
     assert cfg.ssl.objectives.trl.window == 50 and cfg.ssl.objectives.tcl.dim == cfg.ssl.proj_dim == 256
     assert cfg.trainer.max_epochs == cfg.max_epochs == 32
 

@@ -43,6 +43,8 @@ class QCNet(Backbone):
 
     #: keys that must all come from a pre-trained checkpoint (the rest may be missing)
     pretrained_strict_prefixes = ("encoder.",)
+    #: the release's SSL branch: the encoder plus the decoder's single-mode propose stack
+    pretrain_overrides = {"num_modes": 1, "propose_stack_only": True}  # noqa: RUF012 (read-only class default)
     #: per-mode tables: a pre-trained single-mode row is repeated to K modes
     mode_embedding_keys = ("decoder.mode_emb.weight",)
     #: "copy_refine": propose-stage attention weights also initialise the refine stage
