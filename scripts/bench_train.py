@@ -43,7 +43,21 @@ FIXTURE_ID = "0a1e6f0a-1817-4a98-b02e-db8c9327d151"
 WARMUP_STEPS = 2
 KINDS = ("finetune", "ssl")
 #: the pre-training experiment whose SSL heads go with each model (anything else: ``configs/ssl`` defaults)
-SSL_EXPERIMENTS = {"qcnet": "smartpretrain_qcnet_av2", "qcnet_small": "smartpretrain_cpu_small"}
+SSL_EXPERIMENTS = {
+    "qcnet": "smartpretrain_qcnet_av2",
+    "qcnet_small": "smartpretrain_cpu_small",
+    "forecast_mae": "smartpretrain_forecast_mae_av2",
+}
+
+
+def batch_sizes(backbone: Any, batch: Any) -> dict[str, int]:
+    """Agents (with targets) and map elements of a batch, whatever the backbone's input format."""
+    agents = int(backbone.eval_targets(batch).role.numel())
+    try:
+        polygons = int(batch["map_polygon"].num_nodes)  # QCNet (HeteroData)
+    except (KeyError, AttributeError, TypeError):
+        polygons = int((~batch["lane_key_padding_mask"]).sum())  # Forecast-MAE lanes
+    return {"agents": agents, "polygons": polygons}
 
 
 def compose(config_name: str, overrides: list[str]) -> Any:
@@ -103,8 +117,7 @@ def finetune_case(model_name: str, batch_size: int, steps: int, device: str, pre
     rss_before = start_memory(device)
     times, loss = time_steps(step, steps, device)
     return {
-        "agents": int(batch["agent"].num_nodes),
-        "polygons": int(batch["map_polygon"].num_nodes),
+        **batch_sizes(backbone, batch),
         **timing(times, batch_size),
         "loss_finite": bool(torch.isfinite(loss)),
         "parameters": sum(p.numel() for p in backbone.parameters()),
@@ -155,8 +168,7 @@ def ssl_case(model_name: str, batch_size: int, steps: int, device: str, precisio
     losses = {name: round(float(value), 4) for name, value in out.items() if name != "num_queries"}
     trainable = [p for p in task.parameters() if p.requires_grad]
     return {
-        "agents": int(batch.view_a["agent"].num_nodes),  # per view (both views hold every agent of the scene)
-        "polygons": int(batch.view_a["map_polygon"].num_nodes),
+        **batch_sizes(task.backbone, batch.view_a),  # per view
         "view_window": window,
         "objectives": {name: task.objective_weights[name] for name in task.objectives},
         "proj_hidden_dim": int(cfg.ssl.proj_hidden_dim),

@@ -40,8 +40,11 @@ def build_pretrain_backbone(cfg: DictConfig) -> Backbone:
     return instantiate(model_cfg)
 
 
-def build_objectives(cfg: DictConfig) -> tuple[dict[str, SSLObjective], dict[str, float]]:
-    """Objectives with a non-zero weight, and their weights."""
+def build_objectives(
+    cfg: DictConfig, backbone: Backbone | None = None
+) -> tuple[dict[str, SSLObjective], dict[str, float]]:
+    """Objectives with a non-zero weight, and their weights. Objectives with ``needs_backbone_at_init`` get
+    ``backbone=`` (e.g. MAE sizes its heads and builds its future tokenizer from it)."""
     objectives: dict[str, SSLObjective] = {}
     weights: dict[str, float] = {}
     for name, spec in (cfg.ssl.objectives or {}).items():
@@ -51,7 +54,12 @@ def build_objectives(cfg: DictConfig) -> tuple[dict[str, SSLObjective], dict[str
         weight = float(spec.pop("weight", 1.0))
         if weight == 0.0:
             continue
-        objectives[str(name)] = instantiate(spec)
+        if getattr(get_class(spec["_target_"]), "needs_backbone_at_init", False):
+            if backbone is None:
+                raise ValueError(f"objective {name!r} needs the backbone to be built")
+            objectives[str(name)] = instantiate(spec, backbone=backbone)
+        else:
+            objectives[str(name)] = instantiate(spec)
         weights[str(name)] = weight
     if not objectives:
         raise ValueError("every SSL objective is switched off (ssl.objectives.*.weight = 0)")
@@ -59,10 +67,11 @@ def build_objectives(cfg: DictConfig) -> tuple[dict[str, SSLObjective], dict[str
 
 
 def build_task(cfg: DictConfig) -> PretrainTask:
-    objectives, weights = build_objectives(cfg)
+    backbone = build_pretrain_backbone(cfg)
+    objectives, weights = build_objectives(cfg, backbone)
     ssl = cfg.ssl
     return PretrainTask(
-        build_pretrain_backbone(cfg),
+        backbone,
         objectives,
         weights,
         window=int(ssl.window),
@@ -80,8 +89,9 @@ def build_task(cfg: DictConfig) -> PretrainTask:
     )
 
 
-def build_datamodule(cfg: DictConfig, backbone: Backbone) -> SceneDataModule:
-    """Views per source (each dataset of a mixture with its own view length), one adapter, mixture sampling."""
+def build_datamodule(cfg: DictConfig, backbone: Backbone, with_full: bool = False) -> SceneDataModule:
+    """Views per source (each dataset of a mixture with its own view length), one adapter, mixture sampling;
+    ``with_full`` also adapts the whole scenes (objectives with ``needs_full_scene``)."""
     adapter = backbone.make_adapter()
     window = int(cfg.ssl.window)
     seed = int(cfg.seed)
@@ -97,6 +107,7 @@ def build_datamodule(cfg: DictConfig, backbone: Backbone) -> SceneDataModule:
                 TemporalViewSampler(s.view_window if mixed else window, deterministic=deterministic, seed=seed),
                 adapter,
                 source=s.name if mixed else None,
+                with_full=with_full,
             )
             for s in sources
         ]
@@ -120,7 +131,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     pl.seed_everything(int(cfg.seed), workers=True)
     save_run_config(cfg, out_dir)
     task = build_task(cfg)
-    datamodule = build_datamodule(cfg, task.backbone)
+    datamodule = build_datamodule(cfg, task.backbone, with_full=task.needs_full_scene)
     checkpoints = ModelCheckpoint(
         dirpath=out_dir / "checkpoints", monitor=cfg.monitor, mode="min", save_top_k=int(cfg.save_top_k),
         save_last=True, filename="epoch{epoch:03d}-loss{val_loss:.4f}", auto_insert_metric_name=False,

@@ -86,6 +86,40 @@ class EvalTargets:
     dataset: list[str]
 
 
+@dataclass
+class MAETokens:
+    """What a backbone that supports masked auto-encoding (:class:`~smartpretrain.ssl.mae.MaskedAutoencoding`)
+    gives the objective, for a batch in its forecasting format. B scenes, N actors, M lanes, D dims.
+
+    Attributes:
+        history: ``[B, N, D]`` actor-history tokens (type and position embeddings added).
+        lanes: ``[B, M, D]`` lane tokens (type and position embeddings added).
+        future_input: ``[B, N, F, C]`` per-step future features for a future tokenizer (MAE's masked targets
+            must not leak: they are only embedded for the actors whose future stays visible).
+        actor_pos, lane_pos: ``[B, N, 4]`` / ``[B, M, 4]`` positional features (decoder position embedding).
+        actor_type: ``[B, N] long`` the backbone's actor-type index (embedding of future tokens).
+        actor_padding, lane_padding: ``[B, N]`` / ``[B, M]`` True = no such token.
+        history_target, history_valid: ``[B, N, H, 2]`` / ``[B, N, H]`` history to reconstruct.
+        future_target, future_valid: ``[B, N, F, 2]`` / ``[B, N, F]`` future to reconstruct.
+        lane_target, lane_valid: ``[B, M, P, 2]`` / ``[B, M, P]`` lane points to reconstruct.
+    """
+
+    history: Tensor
+    lanes: Tensor
+    future_input: Tensor
+    actor_pos: Tensor
+    lane_pos: Tensor
+    actor_type: Tensor
+    actor_padding: Tensor
+    lane_padding: Tensor
+    history_target: Tensor
+    history_valid: Tensor
+    future_target: Tensor
+    future_valid: Tensor
+    lane_target: Tensor
+    lane_valid: Tensor
+
+
 class Backbone(nn.Module, abc.ABC):
     """Base class of the backbones. Subclasses keep their reference module tree (checkpoint compatibility)."""
 

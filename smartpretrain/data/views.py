@@ -189,6 +189,7 @@ class SSLSample:
     scenario_id: str
     dataset: str
     window: int = 0
+    full: Any = None
 
 
 @dataclass
@@ -203,6 +204,8 @@ class SSLBatch:
             ``target_valid`` are padded to the longest window of the batch (padding is not valid).
         window: ``[S] long`` view length of each scene (datasets of a mixture may use different lengths).
         datasets: the source (dataset or mixture component name) of each scene.
+        full: the whole scenes at their own current step through the adapter (for objectives that need the
+            forecasting format, e.g. masked auto-encoding), or None.
     """
 
     view_a: Any
@@ -217,6 +220,7 @@ class SSLBatch:
     scenario_ids: list[str]
     datasets: list[str]
     window: Tensor | None = None
+    full: Any = None
 
     @property
     def num_scenes(self) -> int:
@@ -224,7 +228,8 @@ class SSLBatch:
 
     def to(self, device: torch.device | str) -> SSLBatch:
         move = {name: getattr(self, name).to(device) for name in _TENSOR_FIELDS if getattr(self, name) is not None}
-        return replace(self, view_a=self.view_a.to(device), view_b=self.view_b.to(device), **move)
+        full = self.full.to(device) if self.full is not None else None
+        return replace(self, view_a=self.view_a.to(device), view_b=self.view_b.to(device), full=full, **move)
 
 
 _TENSOR_FIELDS = (
@@ -237,12 +242,16 @@ class SSLViewTransform:
 
     Picklable (DataLoader workers); ``collate`` batches the samples with the adapter's own collate. ``source``
     names where the scenes come from in logs (default: the scene's dataset), e.g. a mixture component.
+    ``with_full`` also passes the whole scene (at its own current step) through the adapter.
     """
 
-    def __init__(self, sampler: TemporalViewSampler, adapter: Adapter, source: str | None = None) -> None:
+    def __init__(
+        self, sampler: TemporalViewSampler, adapter: Adapter, source: str | None = None, with_full: bool = False
+    ) -> None:
         self.sampler = sampler
         self.adapter = adapter
         self.source = source
+        self.with_full = bool(with_full)
 
     def __repr__(self) -> str:
         return f"SSLViewTransform({self.sampler!r}, {self.adapter!r}, source={self.source!r})"
@@ -261,6 +270,7 @@ class SSLViewTransform:
             scenario_id=scene.scenario_id,
             dataset=self.source or str(scene.dataset),
             window=pair.windows.length,
+            full=self.adapter(scene) if self.with_full else None,
         )
 
     def collate(self, samples: Sequence[SSLSample]) -> SSLBatch:
@@ -294,4 +304,5 @@ def collate_ssl(samples: Sequence[SSLSample], collate_view: Callable[[list[Any]]
         scenario_ids=[s.scenario_id for s in samples],
         datasets=[s.dataset for s in samples],
         window=torch.tensor([s.window or s.target.shape[1] for s in samples], dtype=torch.long),
+        full=collate_view([s.full for s in samples]) if samples[0].full is not None else None,
     )

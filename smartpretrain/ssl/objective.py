@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -29,6 +30,8 @@ class SSLInputs:
         target: ``[P, H, 2]`` window-B positions in the query's frame at the last step of window A.
         target_valid: ``[P, H] bool`` (False after a shorter query's own window).
         query_window: ``[P] long`` each query's view length when a batch mixes lengths (None: all ``window``).
+        backbone: the online backbone (for objectives that work on its tokens, ``needs_full_scene``).
+        full_batch: the whole scenes in the backbone's forecasting format (``needs_full_scene``).
     """
 
     z_a: Tensor
@@ -42,6 +45,8 @@ class SSLInputs:
     key_b: Tensor | None = None
     z_b: Tensor | None = None
     query_window: Tensor | None = None
+    backbone: Any = None
+    full_batch: Any = None
 
     def windows(self) -> Tensor:
         """``[P] long`` view length of every query."""
@@ -67,6 +72,12 @@ class SSLObjective(nn.Module, abc.ABC):
     needs_online_view_b: bool = False
     #: queries that are not full in window B still enter this objective
     uses_partial_queries: bool = False
+    #: the objective works on the whole scene in the backbone's own format (``SSLInputs.full_batch``)
+    needs_full_scene: bool = False
+    #: the objective uses the temporal views' query embeddings (``z_a``); if none does, views are not encoded
+    uses_views: bool = True
+    #: the objective is constructed with ``backbone=`` (to size its heads / build backbone-specific tokenizers)
+    needs_backbone_at_init: bool = False
 
     @abc.abstractmethod
     def compute(self, inputs: SSLInputs) -> ObjectiveOutput:

@@ -131,6 +131,11 @@ class PretrainTask(pl.LightningModule):
     def backbone(self) -> Backbone:
         return self.branch.backbone
 
+    @property
+    def needs_full_scene(self) -> bool:
+        """Some objective works on the whole scene in the backbone's format (the data must provide it)."""
+        return any(obj.needs_full_scene for obj in self.objectives.values())
+
     # --- schedules ----------------------------------------------------------------------------------------------
     def fractional_epoch(self) -> float:
         steps_per_epoch = max(int(self.trainer.num_training_batches), 1) if self._trainer is not None else 1
@@ -162,6 +167,19 @@ class PretrainTask(pl.LightningModule):
         """The objectives' inputs, the mask of the batch's queries that entered them, and how many queries the
         backbone did not embed (in view A, or in view B for a positive)."""
         objectives = list(self.objectives.values())
+        full_batch = None
+        if self.needs_full_scene:
+            if batch.full is None:
+                raise ValueError("an objective needs the whole scenes: build the views with with_full=True")
+            full_batch = batch.full
+        if not any(obj.uses_views for obj in objectives):  # e.g. MAE alone: the views are not encoded
+            empty = batch.query_scene[:0]
+            inputs = SSLInputs(
+                z_a=batch.target.new_zeros(0, 1, self.branch.projector.out_dim), full_b=batch.full_b[:0],
+                start_a=empty, start_b=empty, window=self.window, target=batch.target[:0],
+                target_valid=batch.target_valid[:0], backbone=self.branch.backbone, full_batch=full_batch,
+            )  # fmt: skip
+            return inputs, torch.zeros_like(batch.full_b), 0
         partial = any(obj.uses_partial_queries for obj in objectives)
         need_keys = any(obj.needs_momentum_keys for obj in objectives)
         need_online_b = any(obj.needs_online_view_b for obj in objectives)
@@ -208,6 +226,8 @@ class PretrainTask(pl.LightningModule):
             target=target,
             target_valid=target_valid,
             query_window=query_window,
+            backbone=self.branch.backbone if full_batch is not None else None,
+            full_batch=full_batch,
         )
         positives = keep & full_b  # batch query rows that are positives, in kept order below
         if need_online_b:

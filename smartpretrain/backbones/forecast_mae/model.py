@@ -19,7 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from smartpretrain.backbones.base import AgentEmbeddings, Backbone, BackboneAdapter, EvalTargets, Forecast, rotate
+from smartpretrain.backbones.base import (
+    AgentEmbeddings,
+    Backbone,
+    BackboneAdapter,
+    EvalTargets,
+    Forecast,
+    MAETokens,
+    rotate,
+)
 from smartpretrain.backbones.forecast_mae.adapter import ForecastMAEAdapter
 from smartpretrain.backbones.forecast_mae.layers import (
     AgentEmbeddingLayer,
@@ -67,6 +75,7 @@ class ForecastMAE(Backbone):
         self.num_historical_steps, self.num_future_steps = int(num_historical_steps), int(num_future_steps)
         self.radius, self.lane_distance, self.lane_points = float(radius), float(lane_distance), int(lane_points)
 
+        self.hist_embed_drop_path = float(drop_path)
         self.hist_embed = AgentEmbeddingLayer(4, embed_dim // 4, drop_path_rate=drop_path)
         self.lane_embed = LaneEmbeddingLayer(3, embed_dim)
         self.pos_embed = nn.Sequential(nn.Linear(4, embed_dim), nn.GELU(), nn.Linear(embed_dim, embed_dim))
@@ -122,16 +131,59 @@ class ForecastMAE(Backbone):
         lane_pos = torch.cat([batch["lane_centers"], torch.stack([lane_angle.cos(), lane_angle.sin()], -1)], dim=-1)
         return actors + self.pos_embed(actor_pos), lanes + self.pos_embed(lane_pos), actor_mask, lane_mask
 
+    # --- masked auto-encoding (Forecast-MAE's own pre-training, :mod:`smartpretrain.ssl.mae`) ------------------
+    def make_future_tokenizer(self) -> nn.Module:
+        """A tokenizer for ``MAETokens.future_input`` (the reference ``future_embed``: AgentEmbeddingLayer(3, 32))."""
+        return AgentEmbeddingLayer(3, self.embed_dim // 4, drop_path_rate=float(self.hist_embed_drop_path))
+
+    def embed_actor_type(self, actor_type: Tensor) -> Tensor:
+        return self.actor_type_embed[actor_type]
+
+    def embed_position(self, features: Tensor) -> Tensor:
+        return self.pos_embed(features)
+
+    def mae_tokens(self, batch: dict[str, Any]) -> MAETokens:
+        """History and lane tokens as the encoder sees them, future features, and the reconstruction targets."""
+        h = self.num_historical_steps
+        actors, lanes, actor_mask, lane_mask = self.tokens(batch)
+        angle = batch["x_angles"][..., h - 1]
+        actor_pos = torch.cat([batch["x_centers"], torch.stack([angle.cos(), angle.sin()], -1)], dim=-1)
+        lane_angle = batch["lane_angles"]
+        lane_pos = torch.cat([batch["lane_centers"], torch.stack([lane_angle.cos(), lane_angle.sin()], -1)], dim=-1)
+        pad = batch["x_padding_mask"]
+        future_valid = ~pad[..., h:]
+        future_input = torch.cat([batch["y"], future_valid[..., None].float()], dim=-1)
+        return MAETokens(
+            history=actors,
+            lanes=lanes,
+            future_input=future_input,
+            actor_pos=actor_pos,
+            lane_pos=lane_pos,
+            actor_type=batch["x_attr"][..., 2],
+            actor_padding=actor_mask,
+            lane_padding=lane_mask,
+            history_target=batch["x_positions"] - batch["x_centers"][..., None, :],
+            history_valid=~pad[..., :h],
+            future_target=batch["y"],
+            future_valid=future_valid,
+            lane_target=batch["lane_positions"] - batch["lane_centers"][..., None, :],
+            lane_valid=~batch["lane_padding_mask"],
+        )
+
+    def encode_tokens(self, tokens: Tensor, key_padding_mask: Tensor) -> Tensor:
+        """The transformer encoder (blocks + norm) on any token sequence ``[B, S, D]``."""
+        attend = key_padding_mask.clone()
+        attend[attend.all(dim=1), 0] = False  # nothing to attend to: avoid an all-masked softmax (NaN)
+        x = tokens
+        for block in self.blocks:
+            x = block(x, key_padding_mask=attend)
+        return self.norm(x)
+
     def encode(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """``{"x_enc": [B, N + M, D], "key_padding_mask": [B, N + M]}``."""
         actors, lanes, actor_mask, lane_mask = self.tokens(batch)
-        x = torch.cat([actors, lanes], dim=1)
         mask = torch.cat([actor_mask, lane_mask], dim=1)
-        attend = mask.clone()
-        attend[attend.all(dim=1), 0] = False  # a view with no actor and no lane: avoid an all-masked softmax (NaN)
-        for block in self.blocks:
-            x = block(x, key_padding_mask=attend)
-        return {"x_enc": self.norm(x), "key_padding_mask": mask}
+        return {"x_enc": self.encode_tokens(torch.cat([actors, lanes], dim=1), mask), "key_padding_mask": mask}
 
     def agent_embeddings(self, batch: dict[str, Any], encoding: dict[str, Tensor]) -> AgentEmbeddings:
         """The encoded actor tokens ``[A, 1, D]`` of every non-padded actor."""
