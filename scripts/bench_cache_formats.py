@@ -1,6 +1,6 @@
 """Compare candidate on-disk encodings of a Scene: size, encode and decode time (justifies the cache format).
 
-    python scripts/bench_cache_formats.py --out bench_out/bench_cache_formats.json
+    python scripts/bench_cache_formats.py --out benchmarks/results/cache_formats.json
 
 Candidates: pickle of the dense arrays (what a per-scene pickle cache stores), np.savez / savez_compressed,
 dense arrays + zstd, dense + byte shuffle + zstd, and the cache's record (valid-packed, bit-delta, shuffle,
@@ -84,7 +84,7 @@ def measure(scenes: list[Scene], levels: list[int]) -> dict[str, dict[str, float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 3, 9, 19])
-    parser.add_argument("--out", type=Path, default=REPO / "bench_out" / "bench_cache_formats.json")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cache_formats.json")
     args = parser.parse_args()
     sets: dict[str, list[Scene]] = {}
     av2 = SHARED / "fixtures" / "av2"

@@ -1,7 +1,9 @@
-"""Conversion speed and cache size on the AV2 fixture (copied xN under new ids), AV1 val and the WOMD fixture
-(copied xN into 4 TFRecord files).
+"""Conversion speed and cache size on the AV2 fixture (copied xN under new ids), synthetic AV2-format scenes, AV1 val,
+the WOMD fixture (copied xN into 4 TFRecord files) and the demo data (synthetic AV1-format scenes with vector maps,
+10k by default).
 
-    python scripts/bench_convert.py --copies 1000 --womd-copies 200 --workers 1 2 --out bench_out/bench_convert.json
+    python scripts/bench_convert.py --copies 1000 --womd-copies 200 --demo-scenes 10000 --workers 1 2 \
+        --out benchmarks/results/convert.json
 
 Prints, per dataset and worker count: ms per scenario per core (worker CPU time / scenes, and wall time x
 workers / scenes), bytes per scenario in the cache, and a stage breakdown of the single-core time for AV2 and
@@ -152,14 +154,16 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=1000, help="AV2 fixture copies")
     parser.add_argument("--synthetic", type=int, default=1000, help="synthetic AV2-format scenes (0: skip)")
     parser.add_argument("--womd-copies", type=int, default=200, help="WOMD fixture copies (0: skip)")
+    parser.add_argument("--demo-scenes", type=int, default=10000, help="demo-data scenes (AV1 format + maps; 0: skip)")
+    parser.add_argument("--demo-repeat", type=int, default=1, help="conversions of the (large) demo case")
     parser.add_argument(
-        "--datasets", nargs="+", default=["av2", "synthetic", "av1", "womd"], help="cases to run (default: all)"
+        "--datasets", nargs="+", default=["av2", "synthetic", "av1", "womd", "demo"], help="cases to run (default: all)"
     )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--scenes-per-part", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3, help="conversions per case (median and best reported)")
     parser.add_argument("--work-dir", type=Path, default=None, help="default: a temp dir, removed afterwards")
-    parser.add_argument("--out", type=Path, default=REPO / "bench_out" / "bench_convert.json")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "convert.json")
     args = parser.parse_args()
     if not AV2_FIXTURE.exists():
         raise SystemExit(f"{AV2_FIXTURE} not found: this benchmark needs ../shared beside the repository")
@@ -230,6 +234,19 @@ def main() -> None:
                 results.append(
                     run_case("womd_fixture", WomdConverter(womd_raw, "val"), out, w, args.scenes_per_part, args.repeat)
                 )
+        if args.demo_scenes and "demo" in args.datasets:
+            from smartpretrain.data.converters.av1 import Av1Converter
+            from smartpretrain.data.synthetic import generate_av1
+
+            demo = work / "demo_raw"
+            if not (demo / "val" / "data").exists() or len(list((demo / "val" / "data").iterdir())) != args.demo_scenes:
+                shutil.rmtree(demo, ignore_errors=True)
+                print(f"generating {args.demo_scenes} demo scenes (AV1 format, vector maps) in {demo} ...", flush=True)
+                generate_av1(demo, "val", args.demo_scenes, seed=0, with_map=True, progress=True)
+            for w in args.workers:
+                out = work / "cache" / f"demo_w{w}"
+                converter = Av1Converter(demo, "val", map_root=demo / "map_files")
+                results.append(run_case("demo_av1_maps", converter, out, w, args.scenes_per_part, args.demo_repeat))
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)

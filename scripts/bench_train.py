@@ -1,6 +1,6 @@
 """Training-step cost of a backbone: ms per scene and peak memory of one optimisation step, on AV2-fixture batches.
 
-    python scripts/bench_train.py --model qcnet --batch-sizes 1 2 4 --steps 5 --out bench_out/bench_train.json
+    python scripts/bench_train.py --model qcnet --batch-sizes 1 2 4 --steps 5 --out benchmarks/results/train.json
     python scripts/bench_train.py --model qcnet_small --batch-sizes 4 --kinds ssl finetune
     python scripts/bench_train.py --device cuda --precision bf16 ...          # on a GPU machine
 
@@ -279,7 +279,7 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="which training steps to time")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--out", type=Path, default=REPO / "bench_out" / "bench_train.json")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train.json")
     parser.add_argument("--case", type=int, default=None, help=argparse.SUPPRESS)  # internal: run one case
     args = parser.parse_args()
     if args.steps < 1:

@@ -96,6 +96,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         eval_transform=adapter,
         collate_fn=adapter.collate,
         mixture=mixture_spec(cfg, train_sources),
+        train_fraction=float(cfg.get("train_fraction", 1.0)),
+        subset_seed=int(cfg.get("train_subset_seed", 0)),
     )
     task = FinetuneTask(
         backbone,

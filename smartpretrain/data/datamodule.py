@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from smartpretrain.data.cache import SceneCache
 from smartpretrain.data.sampler import MixtureSampler
@@ -90,6 +90,19 @@ class SceneDataset(Dataset):
         return transform(scene) if transform is not None else scene
 
 
+def labelled_subset(num_scenes: int, fraction: float, seed: int = 0) -> list[int]:
+    """Indices of a fixed random ``fraction`` of ``num_scenes`` scenes (at least one), sorted.
+
+    The draw depends only on ``(num_scenes, fraction, seed)``, not on the training seed, so every arm and seed of a
+    label-efficiency study fine-tunes on the same labelled scenes; a smaller fraction is a subset of a larger one.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"train fraction must be in (0, 1], got {fraction}")
+    count = max(1, round(num_scenes * fraction))
+    order = np.random.default_rng(seed).permutation(num_scenes)
+    return sorted(int(i) for i in order[:count])
+
+
 def collate_as_list(batch: list[Any]) -> list[Any]:
     """Default collate: keep samples as a list (Scenes have ragged sizes; adapters bring their own collate)."""
     return batch
@@ -123,6 +136,8 @@ class SceneDataModule(pl.LightningDataModule):
         train_transform / eval_transform: per-scene callables (view sampler + backbone adapter), or one per cache.
         collate_fn: batch collation; default keeps a list.
         mixture: draw train scenes from the caches with explicit weights (:class:`MixtureSpec`).
+        train_fraction: fine-tune on this fixed fraction of the train scenes (:func:`labelled_subset`).
+        subset_seed: seed of that draw (kept apart from the training seed).
     """
 
     def __init__(
@@ -138,8 +153,12 @@ class SceneDataModule(pl.LightningDataModule):
         eval_transform: SceneTransform | Sequence[SceneTransform | None] | None = None,
         collate_fn: Callable[[list[Any]], Any] = collate_as_list,
         mixture: MixtureSpec | None = None,
+        train_fraction: float = 1.0,
+        subset_seed: int = 0,
     ) -> None:
         super().__init__()
+        if mixture is not None and train_fraction < 1.0:
+            raise ValueError("train_fraction < 1 with a mixture: give the mixture's num_samples instead")
         self.paths = {"train": _as_list(train), "val": _as_list(val), "test": _as_list(test)}
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
@@ -149,7 +168,10 @@ class SceneDataModule(pl.LightningDataModule):
         self.eval_transform = eval_transform
         self.collate_fn = collate_fn
         self.mixture = mixture
+        self.train_fraction = float(train_fraction)
+        self.subset_seed = int(subset_seed)
         self.datasets: dict[str, SceneDataset] = {}
+        self.train_indices: list[int] | None = None
 
     @property
     def use_distributed_sampler(self) -> bool:
@@ -162,6 +184,10 @@ class SceneDataModule(pl.LightningDataModule):
             if self.paths[split] and split not in self.datasets:
                 transform = self.train_transform if split == "train" else self.eval_transform
                 self.datasets[split] = SceneDataset(self.paths[split], transform)
+                if split == "train" and self.train_fraction < 1.0:
+                    self.train_indices = labelled_subset(
+                        len(self.datasets[split]), self.train_fraction, self.subset_seed
+                    )
 
     def train_sampler(self) -> MixtureSampler | None:
         """The mixture sampler of the train split (None without a mixture)."""
@@ -181,8 +207,11 @@ class SceneDataModule(pl.LightningDataModule):
                 sampler, shuffle = self.train_sampler(), False
             elif dist.is_available() and dist.is_initialized():  # Lightning does not shard when told not to
                 sampler = DistributedSampler(self.datasets[split], shuffle=False)
+        dataset: Dataset = self.datasets[split]
+        if split == "train" and self.train_indices is not None:
+            dataset = Subset(dataset, self.train_indices)
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=batch_size,
             shuffle=shuffle,
             sampler=sampler,

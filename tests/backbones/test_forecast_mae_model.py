@@ -1,8 +1,9 @@
 """Forecast-MAE: the reference parameter layout, the adapter's frame / actor / lane rules, frames round trip, and
-forward + backward on AV1 (map-less), AV2 and WOMD scenes (with maps) for Forecast-MAE and QCNet."""
+forward + backward on AV1, AV2 and WOMD scenes, each with its map and map-less, for Forecast-MAE and QCNet."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from smartpretrain.backbones.qcnet import QCNet
 from smartpretrain.data.converters.av1 import Av1Converter
 from smartpretrain.data.converters.av2 import Av2Converter
 from smartpretrain.data.converters.womd import WomdConverter
-from smartpretrain.data.scene import Scene
+from smartpretrain.data.scene import MapData, Scene
 from smartpretrain.data.synthetic import generate_av1, generate_av2
 from smartpretrain.data.taxonomy import AgentRole, AgentType
 from smartpretrain.data.tfrecord import write_records
@@ -47,6 +48,9 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Scene]:
     out = {}
     av1 = Av1Converter(raw / "av1", "val", num_steps=50, current_step=19)
     out["av1"] = av1.convert(av1.list_items()[0]).scene
+    generate_av1(raw / "av1_map", "val", 1, seed=3, with_map=True)
+    av1_map = Av1Converter(raw / "av1_map", "val", map_root=raw / "av1_map" / "map_files")
+    out["av1_map"] = av1_map.convert(av1_map.list_items()[0]).scene
     av2 = Av2Converter(raw / "av2", "val")
     out["av2"] = av2.convert(av2.list_items()[0]).scene
     womd = WomdConverter(raw / "womd.tfrecord", "val")
@@ -143,9 +147,12 @@ def test_frames_round_trip_to_the_scene(scenes: dict[str, Scene], dataset: str) 
     np.testing.assert_allclose(in_scene.detach().numpy()[valid], truth[valid], atol=1e-3)
 
 
+@pytest.mark.parametrize("with_map", [True, False], ids=["map", "mapless"])
 @pytest.mark.parametrize("dataset", ["av1", "av2", "womd"])
 @pytest.mark.parametrize("backbone", ["forecast_mae", "qcnet"])
-def test_forward_backward_on_every_dataset(scenes: dict[str, Scene], dataset: str, backbone: str) -> None:
+def test_forward_backward_on_every_dataset(
+    scenes: dict[str, Scene], dataset: str, backbone: str, with_map: bool
+) -> None:
     h, f = STEPS[dataset]
     torch.manual_seed(0)
     if backbone == "forecast_mae":
@@ -156,9 +163,11 @@ def test_forward_backward_on_every_dataset(scenes: dict[str, Scene], dataset: st
             num_heads=2, head_dim=8, num_map_layers=1, num_agent_layers=1, num_dec_layers=1, num_t2m_steps=h,
         )  # fmt: skip
     adapter = model.make_adapter()
-    scene = scenes[dataset]
-    has_map = scene.map.num_polygons > 0
-    assert has_map == (dataset != "av1")  # AV1 here is map-less, AV2 / WOMD come with maps
+    if with_map:
+        scene = scenes["av1_map" if dataset == "av1" else dataset]
+    else:  # AV1 as released publicly is map-less; AV2 / WOMD without their maps exercise the same path
+        scene = dataclasses.replace(scenes[dataset], map=MapData.empty())
+    assert (scene.map.num_polygons > 0) == with_map
     batch = adapter.collate([adapter(scene), adapter(scene)])
     forecast = model(batch)
     assert forecast.loc.shape[1:] == (6, f, 2) and torch.isfinite(forecast.loc).all()

@@ -9,7 +9,7 @@ from torch.utils.data import DistributedSampler
 
 from smartpretrain.data.conversion import ConversionSettings, convert_split
 from smartpretrain.data.converters.av2 import Av2Converter
-from smartpretrain.data.datamodule import SceneDataModule, SceneDataset
+from smartpretrain.data.datamodule import MixtureSpec, SceneDataModule, SceneDataset, labelled_subset
 from smartpretrain.data.replicate import replicate_av2_scenario
 from smartpretrain.data.scene import Scene
 from tests.conftest import AV2_FIXTURE_ID, AV2_FIXTURE_ROOT
@@ -60,3 +60,28 @@ def test_distributed_sampler_partitions_the_cache(two_caches: tuple[Path, Path])
         seen.append([ds[i] for i in sampler])
     assert len(seen[0]) == len(seen[1]) == 3
     assert not set(seen[0]) & set(seen[1])
+
+
+def test_labelled_subset_is_fixed_nested_and_independent_of_training_seed() -> None:
+    ten = labelled_subset(1956, 0.1, seed=0)
+    assert len(ten) == 196 and ten == sorted(set(ten)) and all(0 <= i < 1956 for i in ten)
+    assert labelled_subset(1956, 0.1, seed=0) == ten  # same draw every call (every arm, every training seed)
+    assert set(ten) <= set(labelled_subset(1956, 0.5, seed=0))  # nested fractions
+    assert labelled_subset(1956, 0.1, seed=1) != ten
+    assert labelled_subset(1956, 1.0) == list(range(1956))
+    assert labelled_subset(5, 0.01) == labelled_subset(5, 0.01) and len(labelled_subset(5, 0.01)) == 1
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="train fraction"):
+            labelled_subset(10, bad)
+
+
+def test_datamodule_train_fraction(two_caches: tuple[Path, Path]) -> None:
+    train, val = two_caches
+    dm = SceneDataModule(train=train, val=val, batch_size=1, num_workers=0, train_fraction=3 / 7, subset_seed=4)
+    dm.setup("fit")
+    ids = [b[0].scenario_id for b in dm.train_dataloader()]
+    full = [dm.datasets["train"].scene(i).scenario_id for i in range(7)]
+    assert len(ids) == 3 and sorted(ids) == sorted(full[i] for i in labelled_subset(7, 3 / 7, seed=4))
+    assert len(list(dm.val_dataloader())) == 1  # evaluation keeps every scene
+    with pytest.raises(ValueError, match="mixture"):
+        SceneDataModule(train=[train, val], mixture=MixtureSpec(), train_fraction=0.5)

@@ -1,0 +1,136 @@
+"""Render the benchmark JSONs of ``benchmarks/results/`` into the summary block of ``docs/benchmarks.md``.
+
+    python scripts/bench_report.py                  # rewrite the block between the bench-summary markers
+    python scripts/bench_report.py --check          # exit 1 if the block is stale
+
+Reads ``convert.json`` (scripts/bench_convert.py), ``loading.json`` (scripts/bench_loading.py) and every
+``train*.json`` (scripts/bench_train.py); files that are absent are listed as not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from smartpretrain.data.cache import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- bench-summary:begin -->\n", "<!-- bench-summary:end -->"
+
+
+def _machine(report: dict[str, Any]) -> str:
+    m = report.get("machine", {})
+    parts = [
+        f"{m['cpu_count']} CPUs" if "cpu_count" in m else "",
+        m.get("platform", ""),
+        f"Python {m.get('python', '?')}",
+    ]
+    return ", ".join(p for p in parts if p)
+
+
+def convert_table(report: dict[str, Any]) -> list[str]:
+    lines = [
+        f"**Conversion** (`scripts/bench_convert.py`; {_machine(report)}):",
+        "",
+        "| case | scenes | workers | ms/scene/core (cpu, median) | scenes/s | KiB/scene | random read ms/scene |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"| {r['case']} | {r['scenes']} | {r['workers']} | {r['ms_per_scene_per_core_cpu_median']:.2f} | "
+            f"{r['scenes_per_s_wall_median']:.0f} | {r['kib_per_scene']:.1f} | {r['random_read_ms_per_scene']:.2f} |"
+        )
+    by_case: dict[str, dict[int, float]] = {}
+    for r in report["results"]:
+        by_case.setdefault(r["case"], {})[int(r["workers"])] = float(r["scenes_per_s_wall_median"])
+    scaling = [f"{case} {rates[2] / rates[1]:.2f}×" for case, rates in by_case.items() if 1 in rates and 2 in rates]
+    if scaling:
+        lines += ["", "Throughput scaling 1 → 2 workers: " + ", ".join(scaling) + "."]
+    return lines
+
+
+def loading_table(report: dict[str, Any]) -> list[str]:
+    workers = sorted({int(r["workers"]) for r in report["results"]})
+    head = " | ".join(f"{w} worker{'s' if w != 1 else ''}" if w else "main process" for w in workers)
+    lines = [
+        f"**Data loading** (`scripts/bench_loading.py`; batch {report['batch_size']}; {_machine(report)}), "
+        "scenes/s out of the DataLoader (per worker in brackets):",
+        "",
+        f"| dataset | pipeline | model | {head} |",
+        "|---|---|---|" + "---|" * len(workers),
+    ]
+    rows: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = {}
+    for r in report["results"]:
+        rows.setdefault((r["dataset"], r["pipeline"], r["model"]), {})[int(r["workers"])] = r
+    for (dataset, pipeline, model), per in rows.items():
+        cells = []
+        for w in workers:
+            r = per.get(w)
+            cells.append("—" if r is None else f"{r['scenes_per_s']:.0f} ({r['scenes_per_s_per_worker']:.0f})")
+        lines.append(f"| {dataset} | {pipeline} | {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def train_table(name: str, report: dict[str, Any]) -> list[str]:
+    settings = report.get("settings", {})
+    lines = [
+        f"**Training step** (`{name}`, scripts/bench_train.py; device {settings.get('device', 'cpu')}, "
+        f"{settings.get('precision', 'fp32')}; {_machine(report)}):",
+        "",
+        "| model | kind | batch | ms/step | ms/scene | peak memory MiB (GPU if on GPU, else RSS) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        memory = r.get("peak_gpu_mib", r.get("peak_rss_mib"))
+        lines.append(
+            f"| {r['model']} | {r['kind']} | {r['batch_size']} | {r['step_ms_median']:.0f} | {r['ms_per_scene']:.0f} | "
+            f"{'—' if memory is None else f'{memory:.0f}'} |"
+        )
+    return lines
+
+
+def render(results_dir: Path) -> str:
+    blocks: list[list[str]] = []
+    missing: list[str] = []
+    for name, fn in (("convert.json", convert_table), ("loading.json", loading_table)):
+        path = results_dir / name
+        if path.exists():
+            blocks.append(fn(json.loads(path.read_text())))
+        else:
+            missing.append(name)
+    trains = sorted(results_dir.glob("train*.json"))
+    for path in trains:
+        blocks.append(train_table(path.name, json.loads(path.read_text())))
+    if not trains:
+        missing.append("train*.json")
+    if missing:
+        blocks.append([f"Not run yet: {', '.join(missing)} (see `scripts/bench_all.sh`)."])
+    return "\n\n".join("\n".join(b) for b in blocks) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--check", action="store_true", help="only check that the doc's block is up to date")
+    args = parser.parse_args()
+    text = args.doc.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{args.doc}: the markers {BEGIN.strip()} / {END} are missing")
+    head, rest = text.split(BEGIN, 1)
+    old, tail = rest.split(END, 1)
+    block = render(args.results)
+    if args.check:
+        if old != block:
+            print(f"{args.doc} is stale: run python scripts/bench_report.py", file=sys.stderr)
+            sys.exit(1)
+        return
+    atomic_write_text(args.doc, head + BEGIN + block + END + tail)
+    print(f"wrote the summary of {args.results} into {args.doc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""Label-efficiency study on real Argoverse 1 (map-less): does self-supervised pre-training help fine-tuning?
+
+    bash scripts/study_av1.sh                       # the whole table of docs/results.md (about 2 h on 2 CPU cores)
+    python scripts/study_av1.py --out outputs/study_av1 --seeds 0 1 2 --fractions 0.1 1.0
+
+1. Converts ``../shared/data/av1`` {train, val} into ``--cache-root`` (skipped when already converted).
+2. Pre-trains one backbone per objective arm on *all* train scenes without labels (``train_ssl.sh``'s code path):
+   ``tcl`` (TCL only), ``trl`` (TRL only), ``tcl_trl`` (SmartPretrain), ``mae`` (Forecast-MAE's masked
+   auto-encoding). SmartPretrain arms transfer the momentum branch (the release), MAE the online weights (the
+   reference has no momentum branch).
+3. Fine-tunes every arm, ``scratch`` included, on each label fraction of the train scenes (a fixed random subset,
+   the same for every arm and seed: ``train_fraction`` / ``train_subset_seed``) with each seed, with the same
+   budget per fraction (epochs, batch, lr schedule) for every arm, and evaluates the *last* checkpoint on all val
+   scenes (focal agents): minADE_6, minFDE_6, MR_6, brier-minFDE_6 (no checkpoint picked on val).
+4. Writes ``results.json`` (every run, mean ± std per arm and fraction, change of the mean minFDE_6 vs scratch,
+   val curves, wall times), ``results.md`` (the table) and a PNG of the fine-tune val curves per arm.
+
+Every stage whose outputs exist is reused, so a killed study resumes where it stopped. By default one
+pre-training per arm (``--pretrain-seed``) feeds the fine-tunes of every seed: the seed spread is the fine-tuning
+spread; ``--pretrain-per-seed`` also repeats pre-training per seed (4x the pre-training time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from smartpretrain.data.cache import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+AV1_RAW = REPO.parent / "shared" / "data" / "av1"
+METRICS = ("minADE_6", "minFDE_6", "MR_6", "brier-minFDE_6")
+
+# arm -> (pre-training overrides, branch to transfer); scratch has no pre-training
+PRETRAIN_ARMS: dict[str, tuple[list[str], str]] = {
+    "tcl": (["ssl.objectives.trl.weight=0"], "momentum"),
+    "trl": (["ssl.objectives.tcl.weight=0"], "momentum"),
+    "tcl_trl": ([], "momentum"),
+    "mae": (["ssl.objectives.mae.weight=1", "ssl.objectives.tcl.weight=0", "ssl.objectives.trl.weight=0"], "online"),
+    "all": (["ssl.objectives.mae.weight=1"], "momentum"),
+}
+ARM_LABELS = {"scratch": "scratch", "tcl": "TCL", "trl": "TRL", "tcl_trl": "TCL + TRL", "mae": "MAE",
+              "all": "TCL + TRL + MAE"}  # fmt: skip
+
+
+def parse_epochs(items: list[str], fractions: list[float], flag: str = "--finetune-epochs") -> dict[float, int]:
+    """``["0.1=24", "1.0=4"]`` -> ``{0.1: 24, 1.0: 4}``; every fraction needs a value."""
+    budget = {float(k): int(v) for k, v in (item.split("=", 1) for item in items)}
+    missing = [f for f in fractions if f not in budget]
+    if missing:
+        raise SystemExit(f"{flag} has no budget for fraction(s) {missing} (give e.g. {missing[0]}=10)")
+    return budget
+
+
+def val_curve(run_dir: Path) -> list[dict[str, float]]:
+    """Per-epoch validation metrics from the CSV logger of a fine-tuning run."""
+    paths = sorted(run_dir.glob("logs/version_*/metrics.csv"))
+    if not paths:
+        return []
+    rows: dict[int, dict[str, float]] = {}
+    with paths[-1].open() as f:
+        for row in csv.DictReader(f):
+            if row.get("val_minFDE_6"):
+                epoch = int(row["epoch"])
+                rows[epoch] = {"epoch": epoch, **{m: float(row[f"val_{m}"]) for m in METRICS if row.get(f"val_{m}")}}
+    return [rows[e] for e in sorted(rows)]
+
+
+def summarise(runs: list[dict[str, Any]], arms: list[str], fractions: list[float]) -> dict[str, Any]:
+    """Mean ± std (sample, over seeds) per (fraction, arm) and the change of the mean minFDE_6 vs scratch."""
+    table: dict[str, dict[str, Any]] = {}
+    for fraction in fractions:
+        per_arm: dict[str, Any] = {}
+        for arm in arms:
+            chosen = [r for r in runs if r["arm"] == arm and r["fraction"] == fraction]
+            if not chosen:
+                continue
+            entry: dict[str, Any] = {"seeds": [r["seed"] for r in chosen]}
+            for m in METRICS:
+                values = [r["metrics"][m] for r in chosen]
+                entry[m] = {
+                    "mean": statistics.fmean(values),
+                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "values": values,
+                }
+            per_arm[arm] = entry
+        scratch = per_arm.get("scratch", {}).get("minFDE_6", {}).get("mean")
+        for arm, entry in per_arm.items():
+            if scratch and arm != "scratch":
+                entry["minFDE_6_change_pct"] = (entry["minFDE_6"]["mean"] - scratch) / scratch * 100.0
+        table[f"{fraction:g}"] = per_arm
+    return table
+
+
+def markdown_table(summary: dict[str, Any], num_train: int) -> str:
+    head = "| labels | arm | seeds | " + " | ".join(METRICS) + " | minFDE_6 vs scratch |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 4)]
+    for fraction, per_arm in summary.items():
+        labelled = max(1, round(num_train * float(fraction)))
+        for arm, entry in per_arm.items():
+            cells = [f"{entry[m]['mean']:.3f} ± {entry[m]['std']:.3f}" for m in METRICS]
+            change = entry.get("minFDE_6_change_pct")
+            lines.append(
+                f"| {float(fraction) * 100:g} % ({labelled}) | {ARM_LABELS.get(arm, arm)} | {len(entry['seeds'])} | "
+                + " | ".join(cells)
+                + f" | {'—' if change is None else f'{change:+.1f} %'} |"
+            )
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict[str, Any]], arms: list[str], fractions: list[float], path: Path) -> None:
+    """Val minFDE_6 per fine-tuning epoch, mean over seeds (band: min..max), one panel per label fraction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(fractions), figsize=(5.5 * len(fractions), 4.2), squeeze=False)
+    for ax, fraction in zip(axes[0], fractions, strict=True):
+        for arm in arms:
+            curves = [r["curve"] for r in runs if r["arm"] == arm and r["fraction"] == fraction and r["curve"]]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            epochs = [c["epoch"] + 1 for c in curves[0][:length]]
+            values = [[c[i]["minFDE_6"] for c in curves] for i in range(length)]
+            mean = [statistics.fmean(v) for v in values]
+            (line,) = ax.plot(epochs, mean, marker="o", markersize=3, label=ARM_LABELS.get(arm, arm))
+            ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=line.get_color(),
+                            alpha=0.15)  # fmt: skip
+        ax.set_title(f"AV1 val, fine-tuned on {float(fraction) * 100:g} % of the train labels")
+        ax.set_xlabel("fine-tuning epoch")
+        ax.set_ylabel("val minFDE$_6$ (m)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _reuse(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "study_av1")
+    parser.add_argument("--cache-root", type=Path, default=None, help="converted AV1 cache (default: <out>/cache)")
+    parser.add_argument("--arms", nargs="+", default=["scratch", "tcl", "trl", "tcl_trl", "mae"],
+                        choices=["scratch", *PRETRAIN_ARMS])  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 1.0])
+    parser.add_argument("--finetune-epochs", nargs="+", default=["0.1=20", "1.0=4"], help="fraction=epochs")
+    parser.add_argument("--val-every", nargs="+", default=["0.1=2", "1.0=1"], help="fraction=epochs between vals")
+    parser.add_argument("--pretrain-epochs", type=int, default=6)
+    parser.add_argument("--pretrain-seed", type=int, default=0)
+    parser.add_argument("--pretrain-per-seed", action="store_true", help="pre-train once per seed and arm")
+    parser.add_argument("--model", default="forecast_mae", help="model config (configs/model/)")
+    parser.add_argument("--experiment", default="smartpretrain_forecast_mae_cpu_small", help="pre-training preset")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--finetune-lr", type=float, default=1e-3)
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers (and conversion workers)")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of the val curves (default: <out>/curves.png)")
+    parser.add_argument("--model-overrides", nargs="*", default=[], help="e.g. model.embed_dim=64 (all stages)")
+    parser.add_argument("--pretrain-overrides", nargs="*", default=[], help="e.g. ssl.lr_peak=5e-4 ssl.tau=0.1")
+    parser.add_argument("--finetune-overrides", nargs="*", default=[], help="e.g. trainer.check_val_every_n_epoch=2")
+    args = parser.parse_args()
+    budget = parse_epochs(args.finetune_epochs, args.fractions)
+    val_every = parse_epochs(args.val_every, args.fractions, "--val-every")
+
+    from smartpretrain import finetune, pretrain
+    from smartpretrain.data.conversion import ConversionSettings, convert_split
+    from smartpretrain.data.converters.av1 import Av1Converter
+    from smartpretrain.demo import compose_config
+    from smartpretrain.evaluate import evaluate
+
+    start = time.perf_counter()
+    cache = args.cache_root or args.out / "cache"
+    for split in ("train", "val"):
+        if not (cache / "av1" / split / "manifest.json").exists():
+            if not AV1_RAW.exists():
+                raise SystemExit(f"{AV1_RAW} not found: the study needs ../shared beside the repository")
+            convert_split(Av1Converter(AV1_RAW, split), cache / "av1" / split,
+                          ConversionSettings(num_workers=max(1, args.workers)))  # fmt: skip
+    num_train = json.loads((cache / "av1" / "train" / "manifest.json").read_text())["num_scenes"]
+    data = ["data=av1", f"cache_root={cache}", f"num_workers={args.workers}", "trainer.log_every_n_steps=10",
+            f"batch_size={args.batch_size}", f"model={args.model}", *args.model_overrides]  # fmt: skip
+    timings: dict[str, float] = {}
+
+    def pretrained(arm: str, seed: int) -> str:
+        pre_seed = seed if args.pretrain_per_seed else args.pretrain_seed
+        run_dir = args.out / f"pretrain_{arm}_s{pre_seed}"
+        done = _reuse(run_dir / "final_metrics.json")
+        if done is None:
+            t0 = time.perf_counter()
+            overrides, _ = PRETRAIN_ARMS[arm]
+            cfg = compose_config(
+                "pretrain",
+                [f"experiment={args.experiment}", *data, f"seed={pre_seed}", f"max_epochs={args.pretrain_epochs}",
+                 *overrides, *args.pretrain_overrides],
+            )  # fmt: skip
+            done = pretrain.run(cfg, run_dir)
+            timings[run_dir.name] = round(time.perf_counter() - t0, 1)
+            print(f"pre-trained {arm} (seed {pre_seed}) in {timings[run_dir.name]:.0f} s", flush=True)
+        return str(done["last_checkpoint"])
+
+    runs: list[dict[str, Any]] = []
+    for fraction in args.fractions:
+        for arm in args.arms:
+            for seed in args.seeds:
+                run_dir = args.out / f"finetune_f{fraction:g}_{arm}_s{seed}"
+                metrics = _reuse(run_dir / "eval_metrics.json")
+                if metrics is None:
+                    t0 = time.perf_counter()
+                    extra: list[str] = []
+                    if arm != "scratch":
+                        extra = [
+                            f"pretrained_ckpt={pretrained(arm, seed)}",
+                            f"pretrained_branch={PRETRAIN_ARMS[arm][1]}",
+                        ]
+                    cfg = compose_config(
+                        "train",
+                        [*data, f"seed={seed}", f"max_epochs={budget[fraction]}", f"lr={args.finetune_lr}",
+                         f"train_fraction={fraction}", "train_subset_seed=0",
+                         f"++trainer.check_val_every_n_epoch={val_every[fraction]}", *extra, *args.finetune_overrides],
+                    )  # fmt: skip
+                    if not (run_dir / "final_metrics.json").exists():
+                        finetune.run(cfg, run_dir)
+                    eval_cfg = compose_config(
+                        "evaluate", [*data[:2], f"model={args.model}", *args.model_overrides,
+                                     f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"],
+                    )  # fmt: skip
+                    metrics = evaluate(eval_cfg, run_dir / "evaluate")["metrics"]
+                    atomic_write_text(run_dir / "eval_metrics.json", json.dumps(metrics, indent=2))
+                    timings[run_dir.name] = round(time.perf_counter() - t0, 1)
+                runs.append({"arm": arm, "fraction": fraction, "seed": seed, "metrics": metrics,
+                             "curve": val_curve(run_dir)})  # fmt: skip
+                print(f"{fraction:g} {arm} seed {seed}: minFDE_6 {metrics['minFDE_6']:.4f}", flush=True)
+
+    summary = summarise(runs, args.arms, args.fractions)
+    table = markdown_table(summary, num_train)
+    previous = _reuse(args.out / "results.json") or {}
+    timings = {**previous.get("seconds", {}), **timings}
+    result = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "num_train_scenes": num_train,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "python": platform.python_version(),
+        },
+        "summary": summary,
+        "runs": runs,
+        "seconds": timings,
+        "seconds_this_invocation": round(time.perf_counter() - start, 1),
+    }
+    atomic_write_text(args.out / "results.json", json.dumps(result, indent=2))
+    atomic_write_text(args.out / "results.md", table + "\n")
+    plot_curves(runs, args.arms, args.fractions, args.plot or args.out / "curves.png")
+    print("\n" + table)
+    print(f"wall time of this invocation: {result['seconds_this_invocation']:.0f} s (per stage: results.json)")
+
+
+if __name__ == "__main__":
+    main()

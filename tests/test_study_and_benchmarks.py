@@ -1,0 +1,133 @@
+"""The study and benchmark scripts: aggregation, rendering, and a tiny end-to-end study that resumes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from smartpretrain.data.conversion import ConversionSettings, convert_split
+from smartpretrain.data.converters.av1 import Av1Converter
+from smartpretrain.data.synthetic import generate_av1
+from tests.conftest import REPO
+
+
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+study = load_script("study_av1")
+report = load_script("bench_report")
+
+
+def _run(arm: str, fraction: float, seed: int, fde: float) -> dict:
+    metrics = {"minADE_6": fde / 2, "minFDE_6": fde, "MR_6": 0.5, "brier-minFDE_6": fde + 0.5}
+    return {"arm": arm, "fraction": fraction, "seed": seed, "metrics": metrics, "curve": []}
+
+
+def test_summary_means_stds_and_change_vs_scratch() -> None:
+    runs = [_run("scratch", 0.1, s, v) for s, v in enumerate([4.0, 4.2, 4.4])]
+    runs += [_run("tcl_trl", 0.1, s, v) for s, v in enumerate([3.6, 3.8, 3.7])]
+    runs += [_run("scratch", 1.0, 0, 3.0)]
+    summary = study.summarise(runs, ["scratch", "tcl_trl"], [0.1, 1.0])
+    scratch, ours = summary["0.1"]["scratch"], summary["0.1"]["tcl_trl"]
+    assert scratch["minFDE_6"]["mean"] == pytest.approx(4.2)
+    assert scratch["minFDE_6"]["std"] == pytest.approx(0.2)  # sample std over seeds
+    assert ours["minFDE_6_change_pct"] == pytest.approx((3.7 - 4.2) / 4.2 * 100)
+    assert "minFDE_6_change_pct" not in scratch
+    assert summary["1"]["scratch"]["minFDE_6"]["std"] == 0.0 and "tcl_trl" not in summary["1"]
+    table = study.markdown_table(summary, num_train=1956)
+    assert "| 10 % (196) | TCL + TRL | 3 | 1.850 ± 0.050 | 3.700 ± 0.100 |" in table
+    assert "-11.9 %" in table
+
+
+def test_finetune_budget_must_cover_every_fraction() -> None:
+    assert study.parse_epochs(["0.1=20", "1.0=4"], [0.1, 1.0]) == {0.1: 20, 1.0: 4}
+    with pytest.raises(SystemExit, match="no budget for fraction"):
+        study.parse_epochs(["0.1=20"], [0.1, 1.0])
+
+
+def test_val_curve_reads_the_csv_logger(tmp_path: Path) -> None:
+    logs = tmp_path / "logs" / "version_0"
+    logs.mkdir(parents=True)
+    (logs / "metrics.csv").write_text(
+        "epoch,step,train_loss,val_minFDE_6,val_minADE_6\n0,9,5.0,,\n0,9,,4.5,2.0\n1,19,4.0,,\n1,19,,4.0,1.8\n"
+    )
+    assert study.val_curve(tmp_path) == [
+        {"epoch": 0, "minFDE_6": 4.5, "minADE_6": 2.0},
+        {"epoch": 1, "minFDE_6": 4.0, "minADE_6": 1.8},
+    ]
+    assert study.val_curve(tmp_path / "absent") == []
+
+
+def test_bench_report_renders_and_detects_stale_docs(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    machine = {"cpu_count": 2, "python": "3.11", "platform": "Linux"}
+    convert = {"machine": machine, "results": [
+        {"case": "av1_val", "scenes": 579, "workers": w, "ms_per_scene_per_core_cpu_median": 1.6, "kib_per_scene": 13.5,
+         "scenes_per_s_wall_median": 500.0 * w, "random_read_ms_per_scene": 0.2} for w in (1, 2)]}  # fmt: skip
+    (results / "convert.json").write_text(json.dumps(convert))
+    loading = {"machine": machine, "batch_size": 8, "results": [
+        {"dataset": "av1", "pipeline": "finetune", "model": "qcnet", "workers": w, "scenes_per_s": 100.0 * max(w, 1),
+         "scenes_per_s_per_worker": 100.0} for w in (0, 1, 2)]}  # fmt: skip
+    (results / "loading.json").write_text(json.dumps(loading))
+    text = report.render(results)
+    assert "| av1_val | 579 | 2 | 1.60 | 1000 | 13.5 | 0.20 |" in text
+    assert "av1_val 2.00×" in text
+    assert "| av1 | finetune | qcnet | 100 (100) | 100 (100) | 200 (100) |" in text
+    assert "Not run yet: train*.json" in text
+    doc = tmp_path / "bench.md"
+    doc.write_text(f"# B\n{report.BEGIN}old\n{report.END}\ntail\n")
+    script = [sys.executable, str(REPO / "scripts" / "bench_report.py"), "--results", str(results), "--doc", str(doc)]
+    assert subprocess.run([*script, "--check"], capture_output=True).returncode == 1
+    subprocess.run(script, check=True, capture_output=True)
+    assert subprocess.run([*script, "--check"], capture_output=True).returncode == 0
+    assert doc.read_text().endswith(f"{report.END}\ntail\n") and "| av1_val |" in doc.read_text()
+
+
+def test_tiny_study_end_to_end_and_resume(tmp_path: Path) -> None:
+    """Two arms x two seeds x two label fractions on generated AV1-format scenes; a second call reuses every stage."""
+    raw, cache = tmp_path / "raw", tmp_path / "cache"
+    generate_av1(raw, "train", 16, seed=0)
+    generate_av1(raw, "val", 6, seed=1)
+    for split in ("train", "val"):
+        convert_split(Av1Converter(raw, split), cache / "av1" / split, ConversionSettings(progress=False))
+    out = tmp_path / "study"
+    command = [
+        sys.executable, str(REPO / "scripts" / "study_av1.py"), "--out", str(out), "--cache-root", str(cache),
+        "--arms", "scratch", "tcl_trl", "--seeds", "0", "1", "--fractions", "0.5", "1.0",
+        "--finetune-epochs", "0.5=2", "1.0=1", "--val-every", "0.5=1", "1.0=1", "--pretrain-epochs", "1",
+        "--batch-size", "4", "--workers", "0",
+        "--model-overrides", "model.embed_dim=32", "model.encoder_depth=1", "model.num_heads=2",
+        "--pretrain-overrides", "+trainer.enable_progress_bar=false",
+        "--finetune-overrides", "+trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO)
+    result = json.loads((out / "results.json").read_text())
+    assert len(result["runs"]) == 8 and result["num_train_scenes"] == 16
+    half = [r for r in result["runs"] if r["fraction"] == 0.5]
+    assert all(len(r["curve"]) == 2 for r in half)  # one val point per fine-tuning epoch
+    config = (out / "finetune_f0.5_tcl_trl_s1" / "config.yaml").read_text()
+    assert "train_fraction: 0.5" in config and "seed: 1" in config and "pretrained_ckpt:" in config
+    assert (out / "finetune_f0.5_tcl_trl_s1" / "transfer_report.json").exists()
+    assert list(out.glob("pretrain_*")) == [out / "pretrain_tcl_trl_s0"]  # one pre-training feeds every seed
+    assert set(result["summary"]) == {"0.5", "1"} and "minFDE_6_change_pct" in result["summary"]["0.5"]["tcl_trl"]
+    assert (out / "curves.png").stat().st_size > 10_000 and "| 50 % (8) | TCL + TRL | 2 |" in (
+        out / "results.md"
+    ).read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/checkpoints/last.ckpt")}
+    assert len(stamps) == 9  # 8 fine-tunes + 1 pre-training
+    again = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing re-trained
+    assert "pre-trained tcl_trl" not in again.stdout and "0.5 tcl_trl seed 1: minFDE_6" in again.stdout
+    assert json.loads((out / "results.json").read_text())["summary"] == result["summary"]
