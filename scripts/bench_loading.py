@@ -110,13 +110,13 @@ def measure(cache: Path, transform: Any, collate: Any, workers: int, batch_size:
     elapsed = time.perf_counter() - t_first
     del first
     scenes = len(dataset) - min(batch_size, len(dataset))  # the scenes after the first batch
-    rate = scenes / elapsed if elapsed > 0 else float("nan")
+    rate = scenes / elapsed if scenes > 0 and elapsed > 0 else float("nan")
     return {
         "scenes": len(dataset),
         "first_batch_s": round(t_first - t0, 3),
         "scenes_per_s": round(rate, 1),
         "scenes_per_s_per_worker": round(rate / max(workers, 1), 1),
-        "ms_per_scene_per_worker": round(1e3 * max(workers, 1) / rate, 3),
+        "ms_per_scene_per_worker": round(1e3 * max(workers, 1) / rate, 3) if rate == rate else float("nan"),
     }
 
 
