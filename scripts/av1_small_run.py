@@ -13,8 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
+from smartpretrain.config import compose_config
 from smartpretrain.data.conversion import ConversionSettings, convert_split
 from smartpretrain.data.converters.av1 import Av1Converter
 from smartpretrain.evaluate import evaluate, format_table
@@ -22,11 +21,6 @@ from smartpretrain.finetune import run as finetune
 
 REPO = Path(__file__).resolve().parents[1]
 AV1 = REPO.parent / "shared" / "data" / "av1"
-
-
-def compose_cfg(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
 
 
 def main() -> None:
@@ -45,10 +39,10 @@ def main() -> None:
     common = ["data=av1", f"cache_root={cache}", f"num_workers={args.workers}"]
 
     cv = evaluate(
-        compose_cfg("evaluate", [*common, "model=constant_velocity", "ckpt_path=null", "mode=val"]),
+        compose_config("evaluate", [*common, "model=constant_velocity", "ckpt_path=null", "mode=val"]),
         args.work_dir / "eval_constant_velocity",
     )
-    train_cfg = compose_cfg(
+    train_cfg = compose_config(
         "train",
         [*common, "model=qcnet_small", f"max_epochs={args.epochs}", f"batch_size={args.batch_size}", f"lr={args.lr}"],
     )
@@ -56,7 +50,7 @@ def main() -> None:
     best = sorted((args.work_dir / "train_qcnet_small" / "checkpoints").glob("epoch*.ckpt"))
     best_ckpt = min(best, key=lambda p: float(p.stem.split("minFDE")[1]))
     qc = evaluate(
-        compose_cfg("evaluate", [*common, "model=qcnet_small", f"ckpt_path={best_ckpt}", "mode=val", "num_plots=4"]),
+        compose_config("evaluate", [*common, "model=qcnet_small", f"ckpt_path={best_ckpt}", "mode=val", "num_plots=4"]),
         args.work_dir / "eval_qcnet_small",
     )
     keys = sorted({k for m in (cv["metrics"], qc["metrics"]) for k in m if "/" not in k})

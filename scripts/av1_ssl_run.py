@@ -15,14 +15,12 @@ Everything is written to `results.json` in the work dir.
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import math
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
+from smartpretrain.config import compose_config
 from smartpretrain.data.cache import atomic_write_text
 from smartpretrain.data.conversion import ConversionSettings, convert_split
 from smartpretrain.data.converters.av1 import Av1Converter
@@ -30,30 +28,11 @@ from smartpretrain.demo import side_by_side
 from smartpretrain.evaluate import evaluate
 from smartpretrain.finetune import build_backbone
 from smartpretrain.finetune import run as finetune
+from smartpretrain.io.run_outputs import epoch_metrics
 from smartpretrain.pretrain import run as pretrain
 
 REPO = Path(__file__).resolve().parents[1]
 AV1 = REPO.parent / "shared" / "data" / "av1"
-
-
-def compose_cfg(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
-
-
-def epoch_curve(log_dir: Path) -> list[dict[str, float]]:
-    """Per-epoch validation values from the CSV logger's ``metrics.csv``."""
-    (path,) = sorted(log_dir.glob("logs/version_*/metrics.csv"))[-1:]
-    rows: dict[int, dict[str, float]] = {}
-    with path.open() as f:
-        for row in csv.DictReader(f):
-            if row.get("val_loss"):
-                epoch = int(row["epoch"])
-                rows[epoch] = {
-                    "epoch": epoch,
-                    **{k: float(row[k]) for k in ("val_loss", "val_tcl", "val_trl") if row.get(k)},
-                }
-    return [rows[e] for e in sorted(rows)]
 
 
 def main() -> None:
@@ -75,7 +54,7 @@ def main() -> None:
     common = ["data=av1", f"cache_root={cache}", f"num_workers={min(args.workers, 1)}"]
 
     pre_dir = args.work_dir / "pretrain"
-    pre_cfg = compose_cfg(
+    pre_cfg = compose_config(
         "pretrain",
         [
             "experiment=smartpretrain_cpu_small",
@@ -86,7 +65,7 @@ def main() -> None:
         ],
     )
     final = pretrain(pre_cfg, pre_dir)
-    curve = epoch_curve(pre_dir)
+    curve = epoch_metrics(pre_dir, ("val_loss", "val_tcl", "val_trl"))
     falling = all(b["val_loss"] < a["val_loss"] for a, b in itertools.pairwise(curve))
     print(f"\n{'epoch':>5}{'val_loss':>12}{'val_tcl':>12}{'val_trl':>12}")
     for row in curve:
@@ -95,7 +74,7 @@ def main() -> None:
     print(f"val SSL loss fell at every epoch: {falling}")
 
     ckpt = final["last_checkpoint"]
-    ft_cfg = compose_cfg("train", [*common, "model=qcnet_small", f"pretrained_ckpt={ckpt}"])
+    ft_cfg = compose_config("train", [*common, "model=qcnet_small", f"pretrained_ckpt={ckpt}"])
     report_dir = args.work_dir / "transfer"
     build_backbone(ft_cfg, report_dir)
     report = json.loads((report_dir / "transfer_report.json").read_text())
@@ -120,13 +99,13 @@ def main() -> None:
         metrics: dict[str, dict[str, float]] = {}
         for name, extra in (("pretrained", [f"pretrained_ckpt={ckpt}"]), ("scratch", [])):
             run_dir = args.work_dir / f"finetune_{name}"
-            cfg = compose_cfg(
+            cfg = compose_config(
                 "train",
                 [*common, "model=qcnet_small", f"max_epochs={args.finetune_epochs}",
                  f"batch_size={args.batch_size}", f"lr={args.finetune_lr}", *extra],
             )  # fmt: skip
             finetune(cfg, run_dir)
-            eval_cfg = compose_cfg(
+            eval_cfg = compose_config(
                 "evaluate", [*common, "model=qcnet_small", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"]
             )
             metrics[name] = evaluate(eval_cfg, args.work_dir / f"eval_{name}")["metrics"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import pickle
 import statistics
 import time
@@ -20,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from smartpretrain.data.cache import _shuffle, atomic_write_text, decode_scene, encode_scene
+from smartpretrain.data.cache import _shuffle, decode_scene, encode_scene
 from smartpretrain.data.converters.av2 import Av2Converter
 from smartpretrain.data.scene import MapData, Scene
+from smartpretrain.io.run_outputs import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -105,9 +105,7 @@ def main() -> None:
         print(f"  {'format':<24}{'KiB/scene':>10}{'encode ms':>11}{'decode ms':>11}")
         for fmt, r in report[name].items():
             print(f"  {fmt:<24}{r['kib_per_scene']:>10.2f}{r['encode_ms']:>11.3f}{r['decode_ms']:>11.3f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(report, indent=2))
-    print(f"\nwrote {args.out}")
+    write_report(args.out, {"scene_sets": {name: len(scenes) for name, scenes in sets.items()}, "results": report})
 
 
 if __name__ == "__main__":

@@ -15,9 +15,6 @@ and writes 195 KiB/scenario.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -28,10 +25,11 @@ import numpy as np
 from av2.datasets.motion_forecasting.scenario_serialization import load_argoverse_scenario_parquet
 from av2.map.map_api import ArgoverseStaticMap
 
-from smartpretrain.data.cache import SceneCache, atomic_write_text, encode_scene
+from smartpretrain.data.cache import SceneCache, encode_scene
 from smartpretrain.data.conversion import ConversionSettings, convert_split
 from smartpretrain.data.converters.av2 import Av2Converter, read_av2_map
 from smartpretrain.data.replicate import replicate_av2_scenario, replicate_womd_scenario
+from smartpretrain.io.run_outputs import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -251,16 +249,13 @@ def main() -> None:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     report = {
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "reference": REFERENCE,
         "targets": {"ms_per_scene_per_core": 4.0, "kib_per_scene": 64.0},
         "av2_stage_breakdown_ms": breakdown,
         "womd_stage_breakdown_ms": womd_breakdown,
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,13 @@ batch over the time after it (worker start-up excluded; reported apart as ``firs
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from smartpretrain.data.cache import atomic_write_text
+from smartpretrain.io.run_outputs import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -72,9 +69,9 @@ def build_caches(
 
 def make_transform(pipeline: str, model: str, dataset: str) -> tuple[Any, Any]:
     """``(per-scene transform, collate)`` of a pipeline, built through the same config path as the runs."""
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from smartpretrain.config import compose_config
     from smartpretrain.data.datamodule import collate_as_list
     from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
     from smartpretrain.pretrain import build_pretrain_backbone
@@ -82,11 +79,10 @@ def make_transform(pipeline: str, model: str, dataset: str) -> tuple[Any, Any]:
     if pipeline == "cache":
         return None, collate_as_list
     data = [f"data={DATA_CONFIG[dataset]}", f"model={model}"]
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        if pipeline == "finetune":
-            adapter = instantiate(compose(config_name="train", overrides=data).model).make_adapter()
-            return adapter, adapter.collate
-        cfg = compose(config_name="pretrain", overrides=data)
+    if pipeline == "finetune":
+        adapter = instantiate(compose_config("train", data).model).make_adapter()
+        return adapter, adapter.collate
+    cfg = compose_config("pretrain", data)
     adapter = build_pretrain_backbone(cfg).make_adapter()
     transform = SSLViewTransform(TemporalViewSampler(int(cfg.ssl.window), seed=0), adapter)
     return transform, transform.collate
@@ -153,13 +149,10 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report = {
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "batch_size": args.batch_size,
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
     python scripts/bench_report.py                  # rewrite the block between the bench-summary markers
     python scripts/bench_report.py --check          # exit 1 if the block is stale
 
-Reads ``convert.json`` (scripts/bench_convert.py), ``loading.json`` (scripts/bench_loading.py) and every
-``train*.json`` (scripts/bench_train.py); files that are absent are listed as not run.
+Reads ``convert.json`` (scripts/bench_convert.py), ``cache_formats.json`` (scripts/bench_cache_formats.py),
+``loading.json`` (scripts/bench_loading.py) and every ``train*.json`` (scripts/bench_train.py); files that are
+absent are listed as not run.
 """
 
 from __future__ import annotations
@@ -52,6 +53,22 @@ def convert_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def cache_formats_table(report: dict[str, Any]) -> list[str]:
+    sets = report.get("scene_sets", {})
+    lines = [
+        f"**Cache record formats** (`scripts/bench_cache_formats.py`; {_machine(report)}), per scene (median):",
+        "",
+        "| scenes | format | KiB/scene | encode ms | decode ms |",
+        "|---|---|---|---|---|",
+    ]
+    for name, formats in report["results"].items():
+        label = f"{name} ({sets[name]})" if name in sets else name
+        for fmt, r in formats.items():
+            cells = f"{r['kib_per_scene']:.2f} | {r['encode_ms']:.3f} | {r['decode_ms']:.3f}"
+            lines.append(f"| {label} | {fmt} | {cells} |")
+    return lines
+
+
 def loading_table(report: dict[str, Any]) -> list[str]:
     workers = sorted({int(r["workers"]) for r in report["results"]})
     head = " | ".join(f"{w} worker{'s' if w != 1 else ''}" if w else "main process" for w in workers)
@@ -95,7 +112,8 @@ def train_table(name: str, report: dict[str, Any]) -> list[str]:
 def render(results_dir: Path) -> str:
     blocks: list[list[str]] = []
     missing: list[str] = []
-    for name, fn in (("convert.json", convert_table), ("loading.json", loading_table)):
+    tables = {"convert.json": convert_table, "cache_formats.json": cache_formats_table, "loading.json": loading_table}
+    for name, fn in tables.items():
         path = results_dir / name
         if path.exists():
             blocks.append(fn(json.loads(path.read_text())))

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -35,7 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from smartpretrain.data.cache import atomic_write_text
+from smartpretrain.config import compose_config
+from smartpretrain.io.run_outputs import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO.parent / "shared" / "fixtures" / "av2"
@@ -58,14 +57,6 @@ def batch_sizes(backbone: Any, batch: Any) -> dict[str, int]:
     except (KeyError, AttributeError, TypeError):
         polygons = int((~batch["lane_key_padding_mask"]).sum())  # Forecast-MAE lanes
     return {"agents": agents, "polygons": polygons}
-
-
-def compose(config_name: str, overrides: list[str]) -> Any:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=overrides)
 
 
 def fixture_scene() -> Any:
@@ -97,7 +88,7 @@ def finetune_case(model_name: str, batch_size: int, steps: int, device: str, pre
     import torch
     from hydra.utils import instantiate
 
-    cfg = compose("train", ["data=av2", f"model={model_name}"])
+    cfg = compose_config("train", ["data=av2", f"model={model_name}"])
     torch.manual_seed(0)
     backbone = instantiate(cfg.model).to(device).train()
     adapter = backbone.make_adapter()
@@ -138,7 +129,7 @@ def ssl_case(model_name: str, batch_size: int, steps: int, device: str, precisio
     experiment = SSL_EXPERIMENTS.get(model_name)
     if experiment is not None:
         overrides.append(f"experiment={experiment}")
-    cfg = compose("pretrain", overrides)
+    cfg = compose_config("pretrain", overrides)
     torch.manual_seed(0)
     task = build_task(cfg).to(device).train()
     window = int(cfg.ssl.window)  # = data.view_window, as build_datamodule
@@ -315,7 +306,6 @@ def main() -> None:
     comparison = compare(results)
     print(table(results))
     report = {
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "settings": {
             "steps": args.steps,
             "warmup_steps": WARMUP_STEPS,
@@ -326,9 +316,7 @@ def main() -> None:
         "results": results,
         "comparison": comparison,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -13,19 +13,18 @@ writes them to ``results.json`` in the work dir.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
+from smartpretrain.config import compose_config
 from smartpretrain.data.cache import atomic_write_text
 from smartpretrain.data.conversion import ConversionSettings, convert_split
 from smartpretrain.data.converters.av1 import Av1Converter
 from smartpretrain.data.converters.av2 import Av2Converter
 from smartpretrain.data.converters.womd import WomdConverter
 from smartpretrain.data.synthetic import generate_av2
+from smartpretrain.io.run_outputs import epoch_metrics
 from smartpretrain.pretrain import run as pretrain
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,29 +78,14 @@ def main() -> None:
         f"+data.components.demo={{cache: {cache / 'demo'}, train_split: train, val_split: val, view_window: 50, "
         f"weight: {w_demo}}}",
     ]  # fmt: skip
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(config_name="pretrain", overrides=overrides)
+    cfg = compose_config("pretrain", overrides)
     out = args.work_dir / "pretrain"
     final = pretrain(cfg, out)
 
-    (log,) = sorted(out.glob("logs/version_*/metrics.csv"))[-1:]
-    with log.open() as f:
-        rows = list(csv.DictReader(f))
     columns = [f"val_{obj}/{src}" for obj in ("tcl", "trl") for src in SOURCES]
-    curve = []
-    for row in rows:
-        if row.get("val_loss"):
-            curve.append({"epoch": int(row["epoch"]), "val_loss": float(row["val_loss"])})
-        values = {c: float(row[c]) for c in columns if row.get(c)}
-        if values:
-            epoch = int(row["epoch"])
-            entry = next((e for e in curve if e["epoch"] == epoch), None)
-            if entry is None:
-                entry = {"epoch": epoch}
-                curve.append(entry)
-            entry.update(values)
+    curve = epoch_metrics(out, ["val_loss", *columns])
     print(f"\n{'epoch':>5} {'val_loss':>9} " + " ".join(f"{c:>15}" for c in columns))
-    for entry in sorted(curve, key=lambda e: e["epoch"]):
+    for entry in curve:
         cells = " ".join(f"{entry.get(c, float('nan')):>15.4f}" for c in columns)
         print(f"{entry['epoch']:>5} {entry.get('val_loss', float('nan')):>9.4f} {cells}")
     results = {
@@ -109,7 +93,7 @@ def main() -> None:
         "samples_per_epoch": args.samples_per_epoch,
         "weights": dict(zip(SOURCES, args.weights, strict=True)),
         "overrides": overrides,
-        "curve": sorted(curve, key=lambda e: e["epoch"]),
+        "curve": curve,
         "final": {k: v for k, v in final.items() if isinstance(v, float)},
         "checkpoint": final["last_checkpoint"],
     }

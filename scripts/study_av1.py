@@ -23,15 +23,14 @@ spread; ``--pretrain-per-seed`` also repeats pre-training per seed (4x the pre-t
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from smartpretrain.data.cache import atomic_write_text
+from smartpretrain.io.run_outputs import epoch_metrics, load_stage_result, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 AV1_RAW = REPO.parent / "shared" / "data" / "av1"
@@ -56,20 +55,6 @@ def parse_epochs(items: list[str], fractions: list[float], flag: str = "--finetu
     if missing:
         raise SystemExit(f"{flag} has no budget for fraction(s) {missing} (give e.g. {missing[0]}=10)")
     return budget
-
-
-def val_curve(run_dir: Path) -> list[dict[str, float]]:
-    """Per-epoch validation metrics from the CSV logger of a fine-tuning run."""
-    paths = sorted(run_dir.glob("logs/version_*/metrics.csv"))
-    if not paths:
-        return []
-    rows: dict[int, dict[str, float]] = {}
-    with paths[-1].open() as f:
-        for row in csv.DictReader(f):
-            if row.get("val_minFDE_6"):
-                epoch = int(row["epoch"])
-                rows[epoch] = {"epoch": epoch, **{m: float(row[f"val_{m}"]) for m in METRICS if row.get(f"val_{m}")}}
-    return [rows[e] for e in sorted(rows)]
 
 
 def summarise(runs: list[dict[str, Any]], arms: list[str], fractions: list[float]) -> dict[str, Any]:
@@ -147,10 +132,6 @@ def plot_curves(runs: list[dict[str, Any]], arms: list[str], fractions: list[flo
     tmp.replace(path)
 
 
-def _reuse(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "study_av1")
@@ -178,9 +159,9 @@ def main() -> None:
     val_every = parse_epochs(args.val_every, args.fractions, "--val-every")
 
     from smartpretrain import finetune, pretrain
+    from smartpretrain.config import compose_config
     from smartpretrain.data.conversion import ConversionSettings, convert_split
     from smartpretrain.data.converters.av1 import Av1Converter
-    from smartpretrain.demo import compose_config
     from smartpretrain.evaluate import evaluate
 
     start = time.perf_counter()
@@ -199,7 +180,7 @@ def main() -> None:
     def pretrained(arm: str, seed: int) -> str:
         pre_seed = seed if args.pretrain_per_seed else args.pretrain_seed
         run_dir = args.out / f"pretrain_{arm}_s{pre_seed}"
-        done = _reuse(run_dir / "final_metrics.json")
+        done = load_stage_result(run_dir / "final_metrics.json")
         if done is None:
             t0 = time.perf_counter()
             overrides, _ = PRETRAIN_ARMS[arm]
@@ -218,7 +199,7 @@ def main() -> None:
         for arm in args.arms:
             for seed in args.seeds:
                 run_dir = args.out / f"finetune_f{fraction:g}_{arm}_s{seed}"
-                metrics = _reuse(run_dir / "eval_metrics.json")
+                metrics = load_stage_result(run_dir / "eval_metrics.json")
                 if metrics is None:
                     t0 = time.perf_counter()
                     extra: list[str] = []
@@ -243,21 +224,17 @@ def main() -> None:
                     atomic_write_text(run_dir / "eval_metrics.json", json.dumps(metrics, indent=2))
                     timings[run_dir.name] = round(time.perf_counter() - t0, 1)
                 runs.append({"arm": arm, "fraction": fraction, "seed": seed, "metrics": metrics,
-                             "curve": val_curve(run_dir)})  # fmt: skip
+                             "curve": epoch_metrics(run_dir, METRICS, prefix="val_", trigger="minFDE_6")})  # fmt: skip
                 print(f"{fraction:g} {arm} seed {seed}: minFDE_6 {metrics['minFDE_6']:.4f}", flush=True)
 
     summary = summarise(runs, args.arms, args.fractions)
     table = markdown_table(summary, num_train)
-    previous = _reuse(args.out / "results.json") or {}
+    previous = load_stage_result(args.out / "results.json") or {}
     timings = {**previous.get("seconds", {}), **timings}
     result = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "num_train_scenes": num_train,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "summary": summary,
         "runs": runs,
         "seconds": timings,

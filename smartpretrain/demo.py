@@ -21,22 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
-
 from smartpretrain import convert
+from smartpretrain.config import compose_config
 from smartpretrain.data.cache import SceneCache, atomic_write_text
 from smartpretrain.data.synthetic import generate_av1, generate_av2
+from smartpretrain.io.run_outputs import load_stage_result
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 TABLE_METRICS = ("minADE_6", "minFDE_6", "MR_6", "brier-minFDE_6", "minADE_1", "minFDE_1", "MR_1")
-
-
-def compose_config(name: str, overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides)
-    OmegaConf.resolve(cfg)
-    return cfg
 
 
 def convert_with_hydra(overrides: list[str]) -> dict:
@@ -57,11 +48,6 @@ def side_by_side(results: dict[str, dict[str, float]], metrics: tuple[str, ...] 
             line += f"{(values[0] - values[1]) / abs(values[1]) * 100:>+9.1f}%"
         lines.append(line)
     return "\n".join(lines)
-
-
-def _reuse(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "final_metrics.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -115,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ["experiment=smartpretrain_cpu_small", *data, *trainer, f"seed={args.seed}",
          f"max_epochs={args.pretrain_epochs}", f"batch_size={args.batch_size}"],
     )  # fmt: skip
-    pre = _reuse(pre_dir) or pretrain.run(pre_cfg, pre_dir)
+    pre = load_stage_result(pre_dir / "final_metrics.json") or pretrain.run(pre_cfg, pre_dir)
     ckpt = pre["last_checkpoint"]
     print(f"pre-training: val SSL loss {pre['val_loss']:.4f}; checkpoint {ckpt}")
 
@@ -130,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              f"batch_size={args.batch_size}", "lr=2e-3", *extra],
         )  # fmt: skip
         print(f"-- {name}", flush=True)
-        finals[name] = _reuse(run_dir) or finetune.run(cfg, run_dir)
+        finals[name] = load_stage_result(run_dir / "final_metrics.json") or finetune.run(cfg, run_dir)
 
     stage(5, "evaluating both on the val split (./val.sh ...)")
     results: dict[str, dict[str, float]] = {}

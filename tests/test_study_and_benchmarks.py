@@ -56,19 +56,6 @@ def test_finetune_budget_must_cover_every_fraction() -> None:
         study.parse_epochs(["0.1=20"], [0.1, 1.0])
 
 
-def test_val_curve_reads_the_csv_logger(tmp_path: Path) -> None:
-    logs = tmp_path / "logs" / "version_0"
-    logs.mkdir(parents=True)
-    (logs / "metrics.csv").write_text(
-        "epoch,step,train_loss,val_minFDE_6,val_minADE_6\n0,9,5.0,,\n0,9,,4.5,2.0\n1,19,4.0,,\n1,19,,4.0,1.8\n"
-    )
-    assert study.val_curve(tmp_path) == [
-        {"epoch": 0, "minFDE_6": 4.5, "minADE_6": 2.0},
-        {"epoch": 1, "minFDE_6": 4.0, "minADE_6": 1.8},
-    ]
-    assert study.val_curve(tmp_path / "absent") == []
-
-
 def test_bench_report_renders_and_detects_stale_docs(tmp_path: Path) -> None:
     results = tmp_path / "results"
     results.mkdir()
@@ -81,7 +68,12 @@ def test_bench_report_renders_and_detects_stale_docs(tmp_path: Path) -> None:
         {"dataset": "av1", "pipeline": "finetune", "model": "qcnet", "workers": w, "scenes_per_s": 100.0 * max(w, 1),
          "scenes_per_s_per_worker": 100.0} for w in (0, 1, 2)]}  # fmt: skip
     (results / "loading.json").write_text(json.dumps(loading))
+    formats = {"machine": machine, "scene_sets": {"av1_val_100": 100},
+               "results": {"av1_val_100": {"cache_record_zstd3": {"kib_per_scene": 13.46, "encode_ms": 0.41,
+                                                                   "decode_ms": 0.12}}}}  # fmt: skip
+    (results / "cache_formats.json").write_text(json.dumps(formats))
     text = report.render(results)
+    assert "| av1_val_100 (100) | cache_record_zstd3 | 13.46 | 0.410 | 0.120 |" in text
     assert "| av1_val | 579 | 2 | 1.60 | 1000 | 13.5 | 0.20 |" in text
     assert "av1_val 2.00×" in text
     assert "| av1 | finetune | qcnet | 100 (100) | 100 (100) | 200 (100) |" in text
