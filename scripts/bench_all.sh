@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark, one after another (never in parallel: they time a shared CPU), then the summary of
-# docs/benchmarks.md. JSON goes to benchmarks/results/. About 45 min on the 2-core CPU VM.
+# docs/benchmarks.md. JSON goes to benchmarks/results/. About 25 min on the 2-core CPU VM.
 #   bash scripts/bench_all.sh                 # CPU
 #   DEVICE=cuda bash scripts/bench_all.sh     # also the GPU training steps in bf16 (on a GPU machine)
 set -euo pipefail

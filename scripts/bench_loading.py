@@ -10,7 +10,9 @@ Pipelines, per model (``--models``): ``cache`` (read + decode the Scene only), `
 one window ending at the current step) and ``pretrain`` (``SSLViewTransform``: two temporal views sampled, both
 adapted), each followed by the adapter's collate into batches of ``--batch-size``. A DataLoader with ``w`` workers
 (``0`` = in the main process) iterates the whole cache once, shuffled; the rate counts the scenes after the first
-batch over the time after it (worker start-up excluded; reported apart as ``first_batch_s``).
+batch over the time after it (worker start-up excluded; reported apart as ``first_batch_s``). With workers, each
+case runs with the framework's packed batch transfer (``smartpretrain.data.worker_transfer``) and with PyTorch's
+per-tensor one (``--transfers``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from smartpretrain.data.worker_transfer import PackingCollate
 from smartpretrain.io.run_outputs import write_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +32,7 @@ SHARED = REPO.parent / "shared"
 AV1_ROOT = SHARED / "data" / "av1"
 AV2_FIXTURE = SHARED / "fixtures" / "av2" / "val" / "0a1e6f0a-1817-4a98-b02e-db8c9327d151"
 WOMD_FIXTURE = SHARED / "fixtures" / "womd" / "motion_data_one_scenario.tfrecord"
+TRANSFERS = ("packed", "per_tensor")
 DATA_CONFIG = {"av1": "av1", "av2": "av2", "womd": "womd", "demo": "av1"}
 
 
@@ -116,6 +120,14 @@ def measure(cache: Path, transform: Any, collate: Any, workers: int, batch_size:
     }
 
 
+def report_case(case: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
+    row = {**case, **measured}
+    print(f"{row['dataset']:<5} {row['pipeline']:<9} {row['model']:<13} workers={row['workers']} "
+          f"{row['transfer']:<10} {row['scenes_per_s']:>8.1f} scenes/s  {row['scenes_per_s_per_worker']:>8.1f} "
+          f"/worker  first batch {row['first_batch_s']:.2f} s", flush=True)  # fmt: skip
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["av1", "av2", "womd", "demo"])
@@ -123,6 +135,8 @@ def main() -> None:
     parser.add_argument("--pipelines", nargs="+", default=["cache", "finetune", "pretrain"])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--transfers", nargs="+", default=list(TRANSFERS), choices=TRANSFERS,
+                        help="worker -> main process: packed (ours, one buffer) and/or per_tensor")  # fmt: skip
     parser.add_argument("--av2-copies", type=int, default=256)
     parser.add_argument("--womd-copies", type=int, default=96)
     parser.add_argument("--demo-scenes", type=int, default=512)
@@ -140,12 +154,14 @@ def main() -> None:
                 for model in args.models if pipeline != "cache" else ["-"]:
                     transform, collate = make_transform(pipeline, model, dataset)
                     for workers in args.workers:
-                        row = {"dataset": dataset, "pipeline": pipeline, "model": model, "workers": workers,
-                               **measure(cache, transform, collate, workers, args.batch_size)}  # fmt: skip
-                        results.append(row)
-                        print(f"{dataset:<5} {pipeline:<9} {model:<13} workers={workers}  "
-                              f"{row['scenes_per_s']:>8.1f} scenes/s  {row['scenes_per_s_per_worker']:>8.1f} /worker  "
-                              f"first batch {row['first_batch_s']:.2f} s", flush=True)  # fmt: skip
+                        # workers > 0: the framework's packed transfer and PyTorch's per-tensor one (--transfers)
+                        for transfer in args.transfers if workers else ["none"]:
+                            case = {"dataset": dataset, "pipeline": pipeline, "model": model, "workers": workers,
+                                    "transfer": transfer}  # fmt: skip
+                            wrapped = PackingCollate(collate) if transfer == "packed" else collate
+                            results.append(
+                                report_case(case, measure(cache, transform, wrapped, workers, args.batch_size))
+                            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report = {

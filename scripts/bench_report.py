@@ -70,22 +70,31 @@ def cache_formats_table(report: dict[str, Any]) -> list[str]:
 
 
 def loading_table(report: dict[str, Any]) -> list[str]:
-    workers = sorted({int(r["workers"]) for r in report["results"]})
-    head = " | ".join(f"{w} worker{'s' if w != 1 else ''}" if w else "main process" for w in workers)
+    def column(r: dict[str, Any]) -> tuple[int, str]:  # reports before the packed transfer: PyTorch's per-tensor one
+        workers = int(r["workers"])
+        return workers, r.get("transfer", "per_tensor" if workers else "none")
+
+    order = {"none": 0, "packed": 1, "per_tensor": 2}
+    columns = sorted({column(r) for r in report["results"]}, key=lambda c: (order.get(c[1], 3), c[0]))
+    names = {"packed": "packed", "per_tensor": "per-tensor"}
+    head = " | ".join(
+        "main process" if not w else f"{w} worker{'s' if w != 1 else ''}, {names.get(t, t)}" for w, t in columns
+    )
     lines = [
         f"**Data loading** (`scripts/bench_loading.py`; batch {report['batch_size']}; {_machine(report)}), "
-        "scenes/s out of the DataLoader (per worker in brackets):",
+        "scenes/s out of the DataLoader (per worker in brackets); workers hand batches over packed in one buffer "
+        "(the framework's default) or per tensor (PyTorch's default):",
         "",
         f"| dataset | pipeline | model | {head} |",
-        "|---|---|---|" + "---|" * len(workers),
+        "|---|---|---|" + "---|" * len(columns),
     ]
-    rows: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = {}
+    rows: dict[tuple[str, str, str], dict[tuple[int, str], dict[str, Any]]] = {}
     for r in report["results"]:
-        rows.setdefault((r["dataset"], r["pipeline"], r["model"]), {})[int(r["workers"])] = r
+        rows.setdefault((r["dataset"], r["pipeline"], r["model"]), {})[column(r)] = r
     for (dataset, pipeline, model), per in rows.items():
         cells = []
-        for w in workers:
-            r = per.get(w)
+        for c in columns:
+            r = per.get(c)
             cells.append("—" if r is None else f"{r['scenes_per_s']:.0f} ({r['scenes_per_s_per_worker']:.0f})")
         lines.append(f"| {dataset} | {pipeline} | {model} | " + " | ".join(cells) + " |")
     return lines

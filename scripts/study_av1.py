@@ -192,7 +192,8 @@ def main() -> None:
             done = pretrain.run(cfg, run_dir)
             timings[run_dir.name] = round(time.perf_counter() - t0, 1)
             print(f"pre-trained {arm} (seed {pre_seed}) in {timings[run_dir.name]:.0f} s", flush=True)
-        return str(done["last_checkpoint"])
+        moved = run_dir / "checkpoints" / "last.ckpt"  # outputs moved since: the run folder is the truth
+        return str(moved if moved.exists() else done["last_checkpoint"])
 
     runs: list[dict[str, Any]] = []
     for fraction in args.fractions:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from smartpretrain.backbones.base import Backbone
 from smartpretrain.data.cache import atomic_write_text
 from smartpretrain.data.datamodule import SceneDataset
+from smartpretrain.data.worker_transfer import worker_collate
 from smartpretrain.finetune import build_backbone, save_run_config, split_dir
 from smartpretrain.io.submission import SubmissionBuilder
 from smartpretrain.metrics.forecasting import ForecastingMetrics, select_agents
@@ -64,7 +65,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, backbone: Backbone | None = None) -
         Subset(dataset, list(indices)),
         batch_size=int(cfg.batch_size),
         num_workers=int(cfg.num_workers),
-        collate_fn=adapter.collate,
+        collate_fn=worker_collate(adapter.collate, int(cfg.num_workers)),
     )
     # K = 6 needs 6 modes; a single-mode baseline is scored at K = 1 only (its one guess)
     ks = tuple(sorted({1, min(6, int(backbone.num_modes))}))

@@ -67,6 +67,9 @@ def test_bench_report_renders_and_detects_stale_docs(tmp_path: Path) -> None:
     loading = {"machine": machine, "batch_size": 8, "results": [
         {"dataset": "av1", "pipeline": "finetune", "model": "qcnet", "workers": w, "scenes_per_s": 100.0 * max(w, 1),
          "scenes_per_s_per_worker": 100.0} for w in (0, 1, 2)]}  # fmt: skip
+    loading["results"] += [  # packed transfer rows (newer reports); the rows above have no "transfer": per-tensor
+        {"dataset": "av1", "pipeline": "finetune", "model": "qcnet", "workers": w, "transfer": "packed",
+         "scenes_per_s": 300.0 * w, "scenes_per_s_per_worker": 300.0} for w in (1, 2)]  # fmt: skip
     (results / "loading.json").write_text(json.dumps(loading))
     formats = {"machine": machine, "scene_sets": {"av1_val_100": 100},
                "results": {"av1_val_100": {"cache_record_zstd3": {"kib_per_scene": 13.46, "encode_ms": 0.41,
@@ -76,7 +79,10 @@ def test_bench_report_renders_and_detects_stale_docs(tmp_path: Path) -> None:
     assert "| av1_val_100 (100) | cache_record_zstd3 | 13.46 | 0.410 | 0.120 |" in text
     assert "| av1_val | 579 | 2 | 1.60 | 1000 | 13.5 | 0.20 |" in text
     assert "av1_val 2.00×" in text
-    assert "| av1 | finetune | qcnet | 100 (100) | 100 (100) | 200 (100) |" in text
+    assert (
+        "| main process | 1 worker, packed | 2 workers, packed | 1 worker, per-tensor | 2 workers, per-tensor |" in text
+    )
+    assert "| av1 | finetune | qcnet | 100 (100) | 300 (300) | 600 (300) | 100 (100) | 200 (100) |" in text
     assert "Not run yet: train*.json" in text
     doc = tmp_path / "bench.md"
     doc.write_text(f"# B\n{report.BEGIN}old\n{report.END}\ntail\n")
@@ -123,3 +129,12 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing re-trained
     assert "pre-trained tcl_trl" not in again.stdout and "0.5 tcl_trl seed 1: minFDE_6" in again.stdout
     assert json.loads((out / "results.json").read_text())["summary"] == result["summary"]
+
+
+def test_committed_benchmark_summary_matches_the_committed_results() -> None:
+    """docs/benchmarks.md's summary block is what bench_report.py renders from benchmarks/results/."""
+    results = REPO / "benchmarks" / "results"
+    assert (results / "convert.json").exists(), "run scripts/bench_all.sh and commit benchmarks/results/"
+    check = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_report.py"), "--check"], capture_output=True,
+                           text=True, cwd=REPO)  # fmt: skip
+    assert check.returncode == 0, check.stderr

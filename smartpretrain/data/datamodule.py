@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from smartpretrain.data.cache import SceneCache
 from smartpretrain.data.sampler import MixtureSampler
 from smartpretrain.data.scene import Scene
+from smartpretrain.data.worker_transfer import worker_collate
 
 SceneTransform = Callable[[Scene], Any]
 PathLike = str | Path
@@ -217,7 +218,7 @@ class SceneDataModule(pl.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            collate_fn=self.collate_fn,
+            collate_fn=worker_collate(self.collate_fn, self.num_workers),
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle,
         )
