@@ -2,7 +2,7 @@
 
 A worker hands its batch to the main process by pickling it; PyTorch moves every tensor's storage into its own
 shared-memory segment and passes a file descriptor per segment. Our batches hold many small tensors (a QCNet
-pre-training batch of 8 scenes: 68 tensors, ~0.9 MB), so that per-tensor cost dominated: a worker delivered 3-4x
+pre-training batch of 8 scenes: 68 tensors, ~0.9 MB), so that per-tensor cost dominated: a worker delivered 3-5x
 fewer scenes/s than the same pipeline in the main process (``scripts/bench_loading.py``, docs/benchmarks.md).
 
 :class:`PackingCollate` wraps an adapter's collate in the worker: the batch is pickled with every plain tensor
