@@ -2,6 +2,9 @@
 
 python -m smartpretrain.convert data=av2 data.raw_root=/data/av2 data.split=val cache_root=cache num_workers=8
 python -m smartpretrain.convert data=av1 data.raw_root=/data/av1 data.split=train shard=0/4
+
+Expected failures (a bad option, a wrong path, a cache of another schema, strict mode, a full disk, another process
+converting the same shard) end with one line ``smartpretrain.convert: error: ...`` on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -17,25 +20,45 @@ from omegaconf import DictConfig, OmegaConf
 from smartpretrain.data.cache import CacheError, atomic_write_text
 from smartpretrain.data.conversion import ConversionSettings, StrictModeError, convert_split, summary_line
 
+CONFIG_NAME = "convert_config.yaml"
+
 log = logging.getLogger("smartpretrain.convert")
+
+
+def _as_int(cfg: DictConfig, name: str) -> int:
+    value = cfg.get(name)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
 
 def run(cfg: DictConfig) -> dict:
     """Run one conversion from a composed config; returns the manifest."""
-    if cfg.data.get("raw_root") is None:
-        raise ValueError(f"set data.raw_root=<folder of the raw {cfg.data.name} dataset> to convert it")
-    converter = instantiate(cfg.data.converter)
-    out_dir = Path(cfg.cache_root) / cfg.data.name / cfg.data.split
-    settings = ConversionSettings(
-        num_workers=int(cfg.num_workers),
-        scenes_per_part=int(cfg.scenes_per_part),
+    settings = ConversionSettings(  # every option is checked here, before any work
+        num_workers=_as_int(cfg, "num_workers"),
+        scenes_per_part=_as_int(cfg, "scenes_per_part"),
         shard=str(cfg.shard),
         strict=bool(cfg.strict),
         overwrite=bool(cfg.overwrite),
         progress=bool(cfg.progress),
+        fingerprint=str(cfg.get("fingerprint", "stat")),
     )
+    if cfg.data.get("raw_root") is None:
+        raise ValueError(f"set data.raw_root=<folder of the raw {cfg.data.name} dataset> to convert it")
+    converter = instantiate(cfg.data.converter)
+    out_dir = Path(cfg.cache_root) / cfg.data.name / cfg.data.split
     manifest = convert_split(converter, out_dir, settings)
-    atomic_write_text(out_dir / "convert_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    config_path = out_dir / CONFIG_NAME
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    # the configuration of the last run that changed the split; a run that changed nothing writes nothing
+    if manifest["last_run"]["cache_changed"] or not config_path.exists():
+        try:
+            atomic_write_text(config_path, text)
+        except OSError as exc:
+            if manifest["last_run"]["cache_changed"]:
+                raise CacheError(f"{config_path}: cannot write the run configuration: {exc}") from None
+            log.warning("%s: not written (%s)", config_path, exc)
     print(summary_line(manifest, out_dir), flush=True)
     return manifest
 
@@ -44,9 +67,10 @@ def run(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except (StrictModeError, CacheError, FileNotFoundError, ValueError) as exc:
-        # expected failures (bad input under strict=true, a cache of another schema, a wrong path or shard):
-        # one clear line, no traceback; parts already written stay on disk and a re-run resumes from them
+    except (StrictModeError, CacheError, OSError, ValueError) as exc:
+        # expected failures (bad input under strict=true, a cache of another schema, a wrong path or option, a
+        # full disk or read-only storage, a shard locked by another process): one clear line, no traceback;
+        # parts already written stay on disk and a re-run resumes from them
         print(f"smartpretrain.convert: error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 

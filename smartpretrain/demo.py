@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     generate_av1(raw / "av1", "val", args.val_scenes, seed=args.seed + 1, with_map=True, progress=True)
 
     stage(2, "converting into the scene cache (python -m smartpretrain.convert ...) and inspecting a scene")
-    common = [f"cache_root={cache_root}", f"num_workers={args.workers}", "scenes_per_part=32"]
+    # content fingerprints: the raw files are regenerated (same bytes, new mtimes) on every run
+    common = [f"cache_root={cache_root}", f"num_workers={args.workers}", "scenes_per_part=32", "fingerprint=content"]
     convert_with_hydra(["data=av2", f"data.raw_root={raw / 'av2'}", "data.split=val", *common])
     for split in ("train", "val"):
         convert_with_hydra(

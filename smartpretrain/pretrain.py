@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,24 @@ import hydra
 import pytorch_lightning as pl
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 
 from smartpretrain.backbones.base import Backbone
-from smartpretrain.data.cache import atomic_write_text
-from smartpretrain.data.datamodule import SceneDataModule
+from smartpretrain.data.agent_cap import AgentCap
+from smartpretrain.data.cache import CacheError
+from smartpretrain.data.datamodule import Chain, SceneDataModule
 from smartpretrain.data.sources import data_sources, is_mixture, mixture_spec
 from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
-from smartpretrain.finetune import save_run_config
+from smartpretrain.io.checkpoints import CheckpointError
+from smartpretrain.runs.guards import (
+    RunConfigError,
+    check_batching_and_checkpoints,
+    check_cache_matches,
+    check_monitor,
+    check_range,
+    dataset_of_component,
+    pretrain_monitors,
+)
+from smartpretrain.runs.trainer import build_trainer, resume_checkpoint, save_run_config, write_final_metrics
 from smartpretrain.ssl.objective import SSLObjective
 from smartpretrain.tasks.pretrain import PretrainTask
 
@@ -114,48 +124,83 @@ def build_datamodule(cfg: DictConfig, backbone: Backbone, with_full: bool = Fals
 
     train_paths, train = transforms("train", deterministic=False)
     val_paths, val = transforms("val", deterministic=True) if cfg.get("val_split") else (None, None)
+    batching = cfg.get("batching") or {}
+    cap = batching.get("max_agents_per_scene")
+    train_transforms: list[Any] = [Chain(AgentCap(int(cap)), t) for t in train] if cap else list(train)
     return SceneDataModule(
         train=train_paths,
         val=val_paths,
         batch_size=int(cfg.batch_size),
         num_workers=int(cfg.num_workers),
-        train_transform=train,
+        train_transform=train_transforms,
         eval_transform=val,
         collate_fn=train[0].collate,
         mixture=mixture_spec(cfg, data_sources(cfg, "train")),
+        seed=seed,
+        max_agents_per_batch=batching.get("max_agents_per_batch"),
+        max_agents_per_scene=cap,
     )
+
+
+def check_pretrain_config(cfg: DictConfig) -> None:
+    """Options in range and caches that match ``data=`` (two views must fit every scene), before any work."""
+    check_range("batch_size", cfg.batch_size, 1, integer=True)
+    check_range("num_workers", cfg.num_workers, 0, integer=True)
+    check_range("max_epochs", cfg.max_epochs, 1)
+    check_range("ssl.window", cfg.ssl.window, 2, integer=True)
+    names = [str(n) for n, spec in (cfg.ssl.objectives or {}).items() if spec is not None]
+    check_monitor(cfg.monitor, pretrain_monitors(names))
+    check_range("save_top_k", cfg.get("save_top_k", 3), -1, integer=True)
+    check_batching_and_checkpoints(cfg)
+    splits = ["train", "val"] if cfg.get("val_split") else ["train"]
+    for split in splits:
+        for source in data_sources(cfg, split):
+            dataset = str(cfg.data.name) if not is_mixture(cfg) else (
+                dataset_of_component(source.name, cfg.data.components[source.name])
+            )  # fmt: skip
+            window = source.view_window if is_mixture(cfg) else int(cfg.ssl.window)
+            check_cache_matches(source.path, dataset, min_steps=2 * window)
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Pre-train; returns the final logged values. Checkpoints: ``out_dir/checkpoints`` (best-k by val loss + last)."""
-    pl.seed_everything(int(cfg.seed), workers=True)
+    check_pretrain_config(cfg)
+    resume = resume_checkpoint(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     save_run_config(cfg, out_dir)
     task = build_task(cfg)
-    datamodule = build_datamodule(cfg, task.backbone, with_full=task.needs_full_scene)
-    checkpoints = ModelCheckpoint(
-        dirpath=out_dir / "checkpoints", monitor=cfg.monitor, mode="min", save_top_k=int(cfg.save_top_k),
-        save_last=True, filename="epoch{epoch:03d}-loss{val_loss:.4f}", auto_insert_metric_name=False,
-    )  # fmt: skip
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer,
-        default_root_dir=str(out_dir),
-        logger=CSVLogger(str(out_dir), name="logs"),
-        callbacks=[checkpoints, LearningRateMonitor(logging_interval="step")],
+    try:
+        datamodule = build_datamodule(cfg, task.backbone, with_full=task.needs_full_scene)
+        datamodule.setup("fit")
+    except ValueError as exc:
+        raise RunConfigError(str(exc)) from exc
+    batching = cfg.get("batching") or {}
+    trainer, checkpoints = build_trainer(
+        cfg, out_dir, filename="epoch{epoch:03d}-loss{val_loss:.4f}", save_top_k=int(cfg.save_top_k),
+        lr_interval="step", use_distributed_sampler=False,
         sync_batchnorm=False,  # the SSL heads' BatchNorm is already global (GlobalBatchNorm1d)
-        use_distributed_sampler=datamodule.use_distributed_sampler,
-    )
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("resume"))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    metrics["best_checkpoint"] = checkpoints.best_model_path  # type: ignore[assignment]
-    metrics["last_checkpoint"] = checkpoints.last_model_path  # type: ignore[assignment]
-    atomic_write_text(out_dir / "final_metrics.json", json.dumps(metrics, indent=2))
-    return metrics
+        reload_dataloaders_every_n_epochs=1 if batching.get("max_agents_per_batch") else 0,
+    )  # fmt: skip
+    print(f"pre-training {type(task.backbone).__name__} with {', '.join(task.objectives)} -> {out_dir}", flush=True)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
+    metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if metrics:
+        metrics["best_checkpoint"] = checkpoints.best_model_path
+        metrics["last_checkpoint"] = checkpoints.last_model_path
+    return write_final_metrics(out_dir, metrics, trainer, resume)
+
+
+EXPECTED_ERRORS = (RunConfigError, CacheError, CheckpointError, FileNotFoundError)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="pretrain")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-    metrics = run(cfg, out_dir)
+    try:
+        metrics = run(cfg, out_dir)
+    except EXPECTED_ERRORS as exc:
+        print(f"smartpretrain.pretrain: error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     print(json.dumps(metrics, indent=2), flush=True)
 
 

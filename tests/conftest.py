@@ -23,3 +23,20 @@ def require_shared(path: Path) -> Path:
 @pytest.fixture
 def av2_fixture_dir() -> Path:
     return require_shared(AV2_FIXTURE_ROOT / "val" / AV2_FIXTURE_ID)
+
+
+@pytest.fixture(scope="session")
+def av1_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic AV1 cache with maps: ``{root}/av1/{train,val}`` (8 + 4 scenes; map radius 40 m)."""
+    from smartpretrain.data.conversion import ConversionSettings, convert_split
+    from smartpretrain.data.converters.av1 import Av1Converter
+    from smartpretrain.data.synthetic import generate_av1
+
+    raw = tmp_path_factory.mktemp("raw")
+    generate_av1(raw, "train", 8, seed=0, with_map=True)
+    generate_av1(raw, "val", 4, seed=0, with_map=True, start_index=100)
+    root = tmp_path_factory.mktemp("cache")
+    for split in ("train", "val"):
+        converter = Av1Converter(raw, split, num_steps=50, current_step=19, map_root=raw / "map_files", map_radius=40)
+        convert_split(converter, root / "av1" / split, ConversionSettings(progress=False))
+    return root

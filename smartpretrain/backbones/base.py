@@ -4,7 +4,8 @@ A backbone is three things, and only these are seen from outside its folder:
 
 1. an **adapter** (:class:`BackboneAdapter`): a per-sample callable ``Scene -> sample`` that builds the
    backbone's own input (frames, graphs, agent filtering) around ``scene.current_step``, plus a ``collate``
-   for a list of samples. It runs in DataLoader workers. It is the only place where a Scene meets a model.
+   for a list of samples (which attaches the batch's :class:`BatchDescription`). It runs in DataLoader
+   workers. It is the only place where a Scene meets a model.
 2. an **encoder** (:meth:`Backbone.encode`): batch -> backbone-specific encoding, from which
    :meth:`Backbone.agent_embeddings` returns one (or a few "query step") embeddings per agent. SSL heads see
    nothing else.
@@ -12,13 +13,24 @@ A backbone is three things, and only these are seen from outside its folder:
    with mode logits per agent, in each agent's own frame at the current step; plus the backbone's own
    training loss (:meth:`Backbone.loss`) and the map back to the scene frame (:meth:`Backbone.to_scene_frame`).
 
-Every batch exposes a few generic fields through :meth:`Backbone.eval_targets` so metrics and submission
-writers never read backbone internals.
+Outside the backbone, a batch is read through two backbone-independent descriptions only:
+
+* :class:`EvalTargets` (:meth:`Backbone.eval_targets`): ground truth, masks and roles of the agent rows of
+  :attr:`Forecast.loc`, in each agent's current-step frame;
+* :class:`BatchDescription` (:func:`describe_batch`): which scenes the batch holds (scenario id, dataset, city-frame
+  origin) and which track each agent row is, in that same row order. Every adapter's ``collate`` attaches it to
+  its batch under the one generic name :data:`DESCRIPTION_KEY` (an attribute of a PyG batch, a key of a dict
+  batch); it is plain data (lists and tensors), so it survives the worker hand-over
+  (:mod:`smartpretrain.data.worker_transfer`) and moves with ``batch.to(device)``.
+
+Metrics, submission writers and the (coming) embedding API read only ``EvalTargets`` + ``BatchDescription`` (and
+:meth:`Backbone.to_scene_frame` for the scene frame), never backbone fields such as ``batch["agent"]``.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,7 +45,9 @@ class BackboneAdapter(Protocol):
 
     def __call__(self, scene: Scene) -> Any: ...
 
-    def collate(self, samples: list[Any]) -> Any: ...
+    def collate(self, samples: list[Any]) -> Any:
+        """Batch samples; the batch carries a :class:`BatchDescription` under :data:`DESCRIPTION_KEY`."""
+        ...
 
 
 @dataclass
@@ -84,6 +98,104 @@ class EvalTargets:
     role: Tensor
     scene_index: Tensor
     dataset: list[str]
+
+
+#: where every adapter's ``collate`` puts the :class:`BatchDescription` (attribute or key of the batch)
+DESCRIPTION_KEY = "description"
+
+
+@dataclass
+class BatchDescription:
+    """Which scenes and which tracks a collated batch holds, backbone-independent (see the module docstring).
+
+    S scenes, A agent rows; the agent rows are exactly those of the backbone's :attr:`Forecast.loc` and
+    :class:`EvalTargets` for this batch, in the same order.
+
+    Attributes:
+        scenario_ids: ``S`` scenario id of each scene of the batch.
+        datasets: ``S`` dataset name of each scene (:class:`~smartpretrain.data.taxonomy.Dataset` values).
+        origin: ``[S, 3] float64`` each scene's city-frame origin (scene frame + origin = city frame).
+        track_ids: ``A`` track id of each agent row.
+        agent_scene: ``[A] long`` scene (index into the S scenes) of each agent row.
+    """
+
+    scenario_ids: list[str]
+    datasets: list[str]
+    origin: Tensor
+    track_ids: list[str]
+    agent_scene: Tensor
+
+    def __post_init__(self) -> None:
+        s, a = len(self.scenario_ids), len(self.track_ids)
+        if len(self.datasets) != s:
+            raise ValueError(f"BatchDescription: {s} scenario ids but {len(self.datasets)} dataset names")
+        if tuple(self.origin.shape) != (s, 3):
+            raise ValueError(f"BatchDescription: origin must have shape [{s}, 3], got {tuple(self.origin.shape)}")
+        if tuple(self.agent_scene.shape) != (a,):
+            raise ValueError(
+                f"BatchDescription: agent_scene must have shape [{a}] (one per track id), "
+                f"got {tuple(self.agent_scene.shape)}"
+            )
+
+    @classmethod
+    def from_scenes(
+        cls,
+        scenario_ids: Sequence[str],
+        datasets: Sequence[str],
+        origins: Sequence[Any],
+        track_ids: Sequence[Sequence[str]],
+    ) -> BatchDescription:
+        """From per-scene values: ``origins`` one ``[3]`` (or ``[1, 3]``) array-like per scene, ``track_ids`` the
+        scene's agent rows in order (the rows of the batch are the scenes' rows concatenated)."""
+        origin = (
+            torch.stack([torch.as_tensor(o, dtype=torch.float64).reshape(3) for o in origins])
+            if len(origins)
+            else torch.zeros(0, 3, dtype=torch.float64)
+        )
+        counts = torch.tensor([len(ids) for ids in track_ids], dtype=torch.long)
+        return cls(
+            scenario_ids=[str(x) for x in scenario_ids],
+            datasets=[str(x) for x in datasets],
+            origin=origin,
+            track_ids=[str(t) for ids in track_ids for t in ids],
+            agent_scene=torch.repeat_interleave(torch.arange(len(counts)), counts),
+        )
+
+    @property
+    def num_scenes(self) -> int:
+        return len(self.scenario_ids)
+
+    @property
+    def num_agents(self) -> int:
+        return len(self.track_ids)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> BatchDescription:
+        """The same description with its tensors on ``device`` (the signature PyG's ``Batch.to`` calls)."""
+        return BatchDescription(
+            scenario_ids=self.scenario_ids,
+            datasets=self.datasets,
+            origin=self.origin.to(device, non_blocking=non_blocking),
+            track_ids=self.track_ids,
+            agent_scene=self.agent_scene.to(device, non_blocking=non_blocking),
+        )
+
+
+def describe_batch(batch: Any) -> BatchDescription:
+    """The :class:`BatchDescription` an adapter's ``collate`` attached to ``batch`` (under :data:`DESCRIPTION_KEY`).
+
+    Raises:
+        TypeError: the batch carries none (it was not made by an adapter's ``collate``).
+    """
+    if isinstance(batch, Mapping):
+        description = batch.get(DESCRIPTION_KEY)
+    else:
+        description = getattr(batch, DESCRIPTION_KEY, None)
+    if not isinstance(description, BatchDescription):
+        raise TypeError(
+            f"{type(batch).__name__} batch carries no BatchDescription under {DESCRIPTION_KEY!r}: batches must come "
+            f"from the backbone adapter's collate, which attaches one"
+        )
+    return description
 
 
 @dataclass

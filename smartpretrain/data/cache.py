@@ -3,11 +3,15 @@
 Layout of one dataset split (``{cache_root}/{dataset}/{split}/``)::
 
     part-000000.spc ...   scenes of one work unit (``scenes_per_part`` consecutive raw items), written atomically
-    index.parquet         scenario_id, part, offset, length of every scene (row order = cache index order)
-    manifest.json         counts, dropped scenes by reason with file names, repairs, versions, wall time
-    convert_config.yaml   the resolved configuration of the last conversion run
+    index.parquet         scenario_id, part, offset, length, crc32, num_agents of every scene (row order = cache
+                          index order; crc32 / num_agents are absent in caches written before they were added)
+    manifest.json         counts, dropped scenes by reason with file names, repairs, versions, fingerprints, wall time
+    convert_config.yaml   the resolved configuration of the last conversion run that changed the split
+    .lock-*               lock files of the conversion (see :mod:`smartpretrain.data.conversion`)
 
-A part file is ``MAGIC | record ... | footer JSON | uint64 footer length | END_MAGIC``. A record is one scene:
+A part file is ``MAGIC | record ... | footer JSON | uint64 footer length | END_MAGIC``. The footer's ``records``
+table holds ``[scenario_id, offset, length, crc32, num_agents, num_steps, current_step]`` per record (older parts:
+only the first three). A record is one scene:
 a small JSON header (meta data + array descriptors) followed by the raw array bytes, byte-shuffled per array
 (the bytes of each float are regrouped by significance, which makes smooth float series compressible) and
 compressed as one zstd frame with a content checksum. Why this format, with measurements: ``docs/data_format.md``.
@@ -15,14 +19,19 @@ compressed as one zstd frame with a content checksum. Why this format, with meas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import secrets
+import socket
 import struct
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +40,7 @@ import zstandard
 
 from smartpretrain.data.scene import AgentTracks, MapData, Scene, TrafficSignals
 from smartpretrain.data.taxonomy import Dataset
+from smartpretrain.io.atomic import fsync_dir
 
 SCHEMA_VERSION = 1
 PART_MAGIC = b"SPCPART\x01"
@@ -64,6 +74,17 @@ class CacheError(RuntimeError):
 
 class SchemaVersionError(CacheError):
     """The cache was written with a schema version this code does not read."""
+
+
+class CacheWriteError(CacheError):
+    """Writing a cache file failed (disk full, read-only storage, ...); the message names the file and the cause."""
+
+
+def write_failure(path: Path | str, exc: BaseException) -> CacheWriteError:
+    """The one-line error for a failed write of ``path``: ``"<cause> while writing <path>; ..."``."""
+    cause = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    cause = cause[:1].lower() + cause[1:]
+    return CacheWriteError(f"{cause} while writing {path}; parts already written are kept, re-run to resume")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -205,32 +226,125 @@ def decode_scene(record: bytes | memoryview) -> Scene:
 # Part files
 
 
-def atomic_write_bytes(path: Path, chunks: Sequence[bytes]) -> None:
-    """Write ``chunks`` to ``path`` through a temp file in the same folder, fsync, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "wb") as f:
-        for chunk in chunks:
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname() or "host")
+# ".{name}.tmp.{host}.{pid}.{random}"; the host has no dots (sanitised above), so the pattern parses back
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.(?P<rand>[0-9a-f]+)$")
+_LEGACY_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp\.(?P<pid>\d+)$")  # ".{name}.tmp.{pid}" of older code
+
+
+def host_name() -> str:
+    """This machine's name as it appears in temp-file names and lock holders."""
+    return _HOST
+
+
+def temp_path(path: Path) -> Path:
+    """A unique temp name beside ``path``: ``.{name}.tmp.{host}.{pid}.{random}`` (who wrote it, for the cleanup)."""
+    return path.with_name(f".{path.name}.tmp.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}")
+
+
+def temp_owner(name: str) -> tuple[str | None, int] | None:
+    """``(host, pid)`` of a temp file name made by :func:`temp_path` (host None for the older ``.x.tmp.{pid}``)."""
+    m = _TEMP_RE.match(name)
+    if m:
+        return m["host"], int(m["pid"])
+    m = _LEGACY_TEMP_RE.match(name)
+    return (None, int(m["pid"])) if m else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Remove temp files left in ``folder`` by dead processes of THIS host; returns how many were removed.
+
+    Temp files of live processes (another converter or shard writing into the same folder right now) and of
+    other hosts (whose processes cannot be checked from here) are left alone.
+    """
+    removed = 0
+    for tmp in folder.glob(".*.tmp.*"):
+        owner = temp_owner(tmp.name)
+        if owner is None:
+            continue
+        host, pid = owner
+        if host not in (None, _HOST) or pid_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
+def atomic_write_bytes(path: Path, chunks: bytes | Sequence[bytes]) -> None:
+    """Write ``chunks`` to ``path`` through a unique temp file in the same folder, fsync, then rename.
+
+    On any error the temp file is removed and the error re-raised; ``path`` is then untouched.
+    """
+    path = Path(path)
+    if isinstance(chunks, (bytes, bytearray, memoryview)):
+        chunks = [chunks]
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, [text.encode()])
 
 
-def write_part(path: Path, records: Sequence[tuple[str, bytes]], footer: dict[str, Any]) -> None:
-    """Write one part file atomically. ``records`` are ``(scenario_id, encoded scene)``."""
+class RecordEntry(NamedTuple):
+    """One row of a part footer's record table (the last four are None in parts written by older code)."""
+
+    scenario_id: str
+    offset: int
+    length: int
+    crc32: int | None = None
+    num_agents: int | None = None
+    num_steps: int | None = None
+    current_step: int | None = None
+
+
+def footer_records(footer: dict[str, Any]) -> list[RecordEntry]:
+    """The record table of a part footer, old (3-field) or new (7-field) layout."""
+    return [RecordEntry(*row[:7]) for row in footer["records"]]
+
+
+def write_part(path: Path, records: Sequence[Sequence[Any]], footer: dict[str, Any]) -> dict[str, Any]:
+    """Write one part file atomically; returns the footer as written.
+
+    ``records`` are ``(scenario_id, encoded scene)`` or ``(scenario_id, encoded scene, num_agents, num_steps,
+    current_step)``; the crc32 of every record is computed here and stored in the footer's record table.
+    """
     offset = len(PART_MAGIC)
     table = []
-    for scenario_id, blob in records:
-        table.append([scenario_id, offset, len(blob)])
+    for scenario_id, blob, *meta in records:
+        meta = [*meta, None, None, None][:3]
+        table.append([scenario_id, offset, len(blob), zlib.crc32(blob), *meta])
         offset += len(blob)
     footer = {**footer, "schema_version": SCHEMA_VERSION, "records": table}
     foot = json.dumps(footer, separators=(",", ":")).encode()
-    chunks = [PART_MAGIC, *(blob for _, blob in records), foot, struct.pack("<Q", len(foot)), END_MAGIC]
+    chunks = [PART_MAGIC, *(r[1] for r in records), foot, struct.pack("<Q", len(foot)), END_MAGIC]
     atomic_write_bytes(path, chunks)
+    return footer
 
 
 def read_part_footer(path: Path) -> dict[str, Any]:
@@ -260,39 +374,105 @@ def read_part_footer(path: Path) -> dict[str, Any]:
     return footer
 
 
+def check_part_records(path: Path, footer: dict[str, Any]) -> None:
+    """Read every record of a part and compare it with the crc32 of its footer; raises :class:`CacheError`
+    naming the part file and the scene (position in the part and scenario id) of the first bad record.
+    Records of older parts (no crc32) are only checked for being inside the file."""
+    entries = footer_records(footer)
+    try:
+        with open(path, "rb") as f:
+            for i, e in enumerate(entries):
+                f.seek(e.offset)
+                blob = f.read(e.length)
+                if len(blob) != e.length:
+                    raise CacheError(f"{path}: truncated record {i} (scene {e.scenario_id}) at offset {e.offset}")
+                if e.crc32 is not None and zlib.crc32(blob) != e.crc32:
+                    raise CacheError(
+                        f"{path}: corrupt record {i} (scene {e.scenario_id}): crc32 mismatch "
+                        f"(footer {e.crc32:08x}, record {zlib.crc32(blob):08x})"
+                    )
+    except OSError as exc:
+        raise CacheError(f"{path}: unreadable part file: {exc}") from exc
+
+
+_PART_RE = re.compile(r"^part-(\d+)" + re.escape(PART_SUFFIX) + "$")
+
+
 def part_name(unit: int) -> str:
     return f"part-{unit:06d}{PART_SUFFIX}"
+
+
+def part_unit(name: str) -> int | None:
+    """The unit number of a part file name (``part-000012.spc`` -> 12); None for other names."""
+    m = _PART_RE.match(name)
+    return int(m[1]) if m else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Index + reader
 
 
-def write_index(split_dir: Path, parts: Sequence[tuple[int, dict[str, Any]]]) -> int:
-    """Write ``index.parquet`` from ``(unit, footer)`` pairs (in unit order); returns the number of scenes."""
+def index_table(parts: Sequence[tuple[int, dict[str, Any]]]) -> pa.Table:
+    """The ``index.parquet`` table of ``(unit, footer)`` pairs (in unit order).
+
+    Columns: scenario_id, part, offset, length, and (when every record has them) crc32 and num_agents.
+    """
     ids: list[str] = []
     unit_col: list[int] = []
     offsets: list[int] = []
     lengths: list[int] = []
+    crcs: list[int | None] = []
+    agents: list[int | None] = []
     for unit, footer in parts:
-        for scenario_id, offset, length in footer["records"]:
-            ids.append(scenario_id)
+        for e in footer_records(footer):
+            ids.append(e.scenario_id)
             unit_col.append(unit)
-            offsets.append(offset)
-            lengths.append(length)
-    table = pa.table(
-        {
-            "scenario_id": pa.array(ids, pa.string()),
-            "part": pa.array(unit_col, pa.int32()),
-            "offset": pa.array(offsets, pa.int64()),
-            "length": pa.array(lengths, pa.int32()),
-        },
-        metadata={"schema_version": str(SCHEMA_VERSION)},
-    )
-    tmp = split_dir / f".{INDEX_NAME}.tmp.{os.getpid()}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, split_dir / INDEX_NAME)
-    return len(ids)
+            offsets.append(e.offset)
+            lengths.append(e.length)
+            crcs.append(e.crc32)
+            agents.append(e.num_agents)
+    columns = {
+        "scenario_id": pa.array(ids, pa.string()),
+        "part": pa.array(unit_col, pa.int32()),
+        "offset": pa.array(offsets, pa.int64()),
+        "length": pa.array(lengths, pa.int32()),
+    }
+    if None not in crcs:
+        columns["crc32"] = pa.array(crcs, pa.uint32())
+    if None not in agents:
+        columns["num_agents"] = pa.array(agents, pa.int32())
+    return pa.table(columns, metadata={"schema_version": str(SCHEMA_VERSION)})
+
+
+def _table_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def write_index(split_dir: Path, parts: Sequence[tuple[int, dict[str, Any]]]) -> int:
+    """Write ``index.parquet`` (atomically) from ``(unit, footer)`` pairs (in unit order); returns the number of
+    scenes."""
+    table = index_table(parts)
+    atomic_write_bytes(Path(split_dir) / INDEX_NAME, [_table_bytes(table)])
+    return table.num_rows
+
+
+def update_index(split_dir: Path, parts: Sequence[tuple[int, dict[str, Any]]]) -> tuple[int, bool]:
+    """Like :func:`write_index`, but leaves an ``index.parquet`` that already holds exactly this table untouched
+    (a re-run that changed nothing writes nothing, so a finished cache can live on read-only storage).
+    Returns ``(number of scenes, whether the file was written)``."""
+    path = Path(split_dir) / INDEX_NAME
+    table = index_table(parts)
+    if path.exists():
+        try:
+            current = pq.read_table(path)
+        except (OSError, pa.ArrowException):
+            current = None
+        if current is not None and current.equals(table) and current.schema.metadata == table.schema.metadata:
+            return table.num_rows, False
+    atomic_write_bytes(path, [_table_bytes(table)])
+    return table.num_rows, True
 
 
 @dataclass(frozen=True)
@@ -301,12 +481,16 @@ class _Index:
     part: np.ndarray
     offset: np.ndarray
     length: np.ndarray
+    crc32: np.ndarray | None = None
+    num_agents: np.ndarray | None = None
 
 
 class SceneCache(Sequence[Scene]):
     """Random access to the scenes of one converted dataset split.
 
-    ``len(cache)``, ``cache[i] -> Scene``, ``cache.ids()``, ``cache.get(scenario_id)``, ``scenario_id in cache``.
+    ``len(cache)``, ``cache[i] -> Scene``, ``cache.ids()``, ``cache.get(scenario_id)``, ``scenario_id in cache``,
+    ``cache.num_agents()`` (agents per scene, from the index). Every record read is checked against the crc32 of
+    the index (caches written before the crc32 column existed rely on zstd's frame checksum only).
     Safe to pickle into DataLoader worker processes (file handles are opened lazily, per process).
     """
 
@@ -332,6 +516,12 @@ class SceneCache(Sequence[Scene]):
             part=table.column("part").to_numpy(),
             offset=table.column("offset").to_numpy(),
             length=table.column("length").to_numpy(),
+            crc32=table.column("crc32").to_numpy() if "crc32" in table.column_names else None,
+            num_agents=(
+                table.column("num_agents").to_numpy().astype(np.int32, copy=False)
+                if "num_agents" in table.column_names
+                else None
+            ),
         )
         self._position: dict[str, int] | None = None
         self._files: dict[int, int] = {}
@@ -363,7 +553,19 @@ class SceneCache(Sequence[Scene]):
         blob = os.pread(self._fd(part), length, offset)
         if len(blob) != length:
             raise CacheError(f"{self.path / part_name(part)}: truncated record {index} at offset {offset}")
+        if self._index.crc32 is not None:
+            stored, actual = int(self._index.crc32[index]), zlib.crc32(blob)
+            if actual != stored:
+                raise CacheError(
+                    f"{self.path / part_name(part)}: corrupt record for scene {index} "
+                    f"({self._index.scenario_ids[index]}): crc32 mismatch (index {stored:08x}, record {actual:08x}); "
+                    "re-run the conversion to redo that part"
+                )
         return blob
+
+    def num_agents(self) -> np.ndarray | None:
+        """Agents per scene (int32, index order); None for a cache written before the index recorded it."""
+        return self._index.num_agents
 
     def __getitem__(self, index: int) -> Scene:  # type: ignore[override]
         if not isinstance(index, (int, np.integer)):
@@ -376,7 +578,8 @@ class SceneCache(Sequence[Scene]):
             return decode_scene(self.read_record(int(index)))
         except zstandard.ZstdError as exc:
             part = int(self._index.part[index])
-            raise CacheError(f"{self.path / part_name(part)}: corrupt record for scene {index}: {exc}") from exc
+            sid = self._index.scenario_ids[index]
+            raise CacheError(f"{self.path / part_name(part)}: corrupt record for scene {index} ({sid}): {exc}") from exc
 
     def __iter__(self) -> Iterator[Scene]:
         for i in range(len(self)):

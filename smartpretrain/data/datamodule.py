@@ -3,16 +3,20 @@
 The per-sample ``transform`` is where the next stages plug in (view sampler, then a backbone adapter); this
 module knows neither. A transform may be given per cache (e.g. a view length per dataset).
 
-Sampling: without a mixture, Lightning wraps the map-style datasets in a ``DistributedSampler`` under DDP, which
-works because a :class:`~smartpretrain.data.cache.SceneCache` has random access by index. With a
-:class:`MixtureSpec` the train loader draws from the caches with explicit weights through
-:class:`~smartpretrain.data.sampler.MixtureSampler`, which shards across ranks itself: build the Trainer with
-``use_distributed_sampler=False`` (see :attr:`SceneDataModule.use_distributed_sampler`); evaluation loaders then
-get a ``DistributedSampler`` from this module.
+Sampling (:mod:`smartpretrain.data.batching`): this module shards across DDP ranks itself, so the Trainer is
+built with ``use_distributed_sampler=False`` (:attr:`SceneDataModule.use_distributed_sampler`). The train loader
+is a :class:`~smartpretrain.data.batching.ResumableDataLoader` over an
+:class:`~smartpretrain.data.batching.EpochBatchSampler`: a seeded permutation of the (labelled) train scenes, or
+a :class:`~smartpretrain.data.sampler.MixtureSampler` draw with a :class:`MixtureSpec`; optionally closed by an
+agent budget per batch. Its position is saved in checkpoints. Each scene is transformed under a seed of its own
+(:class:`~smartpretrain.data.batching.SampleKey`). Evaluation loaders shard without padding
+(:class:`~smartpretrain.data.batching.ShardSampler`).
 """
 
 from __future__ import annotations
 
+import logging
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +24,19 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+import torch
+from torch.utils.data import DataLoader, Dataset
 
+from smartpretrain.data.agent_cap import count_capped
+from smartpretrain.data.batching import (
+    EpochBatchSampler,
+    MixtureOrder,
+    ResumableDataLoader,
+    SampleKey,
+    ShardSampler,
+    ShuffledOrder,
+    dist_world,
+)
 from smartpretrain.data.cache import SceneCache
 from smartpretrain.data.sampler import MixtureSampler
 from smartpretrain.data.scene import Scene
@@ -30,6 +44,7 @@ from smartpretrain.data.worker_transfer import worker_collate
 
 SceneTransform = Callable[[Scene], Any]
 PathLike = str | Path
+log = logging.getLogger(__name__)
 
 
 def _as_list(paths: PathLike | Sequence[PathLike] | None) -> list[Path]:
@@ -84,11 +99,55 @@ class SceneDataset(Dataset):
         which, local = self.locate(index)
         return self.caches[which][local]
 
-    def __getitem__(self, index: int) -> Any:
-        which, local = self.locate(index)
+    def __getitem__(self, index: int | SampleKey) -> Any:
+        """The transformed scene; for a :class:`SampleKey`, the transform runs with numpy, ``random`` and torch's
+        CPU generator seeded from the key (the caller's generator states are restored afterwards)."""
+        if isinstance(index, SampleKey):
+            return _with_seed(index.seed, self._load, index.index)
+        return self._load(index)
+
+    def _load(self, index: int) -> Any:
+        which, local = self.locate(int(index))
         scene = self.caches[which][local]
         transform = self.transforms[which]
         return transform(scene) if transform is not None else scene
+
+
+class Chain:
+    """Scene transforms applied in order (e.g. an agent cap, then a backbone adapter or view sampler); ``collate``
+    is the last one's. Picklable when its parts are (DataLoader workers)."""
+
+    def __init__(self, *transforms: Callable[[Any], Any]) -> None:
+        if not transforms:
+            raise ValueError("Chain needs at least one transform")
+        self.transforms = transforms
+
+    def __call__(self, scene: Scene) -> Any:
+        out: Any = scene
+        for transform in self.transforms:
+            out = transform(out)
+        return out
+
+    def collate(self, samples: list[Any]) -> Any:
+        return self.transforms[-1].collate(samples)  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"Chain({', '.join(repr(t) for t in self.transforms)})"
+
+
+def _with_seed(seed: int, fn: Callable[[int], Any], arg: int) -> Any:
+    """``fn(arg)`` under seeded global generators, leaving the caller's generators as they were (the main
+    process's training RNG must not depend on data loading, or a resumed run would diverge)."""
+    np_state, py_state, torch_state = np.random.get_state(), random.getstate(), torch.random.get_rng_state()
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    torch.random.default_generator.manual_seed(seed)
+    try:
+        return fn(arg)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+        torch.random.set_rng_state(torch_state)
 
 
 def labelled_subset(num_scenes: int, fraction: float, seed: int = 0) -> list[int]:
@@ -139,6 +198,11 @@ class SceneDataModule(pl.LightningDataModule):
         mixture: draw train scenes from the caches with explicit weights (:class:`MixtureSpec`).
         train_fraction: fine-tune on this fixed fraction of the train scenes (:func:`labelled_subset`).
         subset_seed: seed of that draw (kept apart from the training seed).
+        seed: seed of the train order and of the per-scene transform seeds.
+        max_agents_per_batch: close a train batch before its agents (from the cache index, after
+            ``max_agents_per_scene``) would exceed this budget (None: batches of ``batch_size`` scenes).
+        max_agents_per_scene: the per-scene cap applied in training (only used here to count the agents of a
+            capped scene; the cap itself is a transform, :class:`~smartpretrain.data.agent_cap.AgentCap`).
     """
 
     def __init__(
@@ -156,10 +220,25 @@ class SceneDataModule(pl.LightningDataModule):
         mixture: MixtureSpec | None = None,
         train_fraction: float = 1.0,
         subset_seed: int = 0,
+        seed: int = 0,
+        max_agents_per_batch: int | None = None,
+        max_agents_per_scene: int | None = None,
     ) -> None:
         super().__init__()
         if mixture is not None and train_fraction < 1.0:
             raise ValueError("train_fraction < 1 with a mixture: give the mixture's num_samples instead")
+        if not 0.0 < float(train_fraction) <= 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if int(num_workers) < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        for name, value in (
+            ("max_agents_per_batch", max_agents_per_batch),
+            ("max_agents_per_scene", max_agents_per_scene),
+        ):
+            if value is not None and int(value) < 1:
+                raise ValueError(f"{name} must be a positive number of agents or null, got {value}")
         self.paths = {"train": _as_list(train), "val": _as_list(val), "test": _as_list(test)}
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
@@ -171,63 +250,140 @@ class SceneDataModule(pl.LightningDataModule):
         self.mixture = mixture
         self.train_fraction = float(train_fraction)
         self.subset_seed = int(subset_seed)
+        self.seed = int(seed)
+        self.max_agents_per_batch = None if max_agents_per_batch is None else int(max_agents_per_batch)
+        self.max_agents_per_scene = None if max_agents_per_scene is None else int(max_agents_per_scene)
         self.datasets: dict[str, SceneDataset] = {}
         self.train_indices: list[int] | None = None
 
     @property
     def use_distributed_sampler(self) -> bool:
-        """The value for ``Trainer(use_distributed_sampler=...)``: False when this module shards itself."""
-        return self.mixture is None
+        """The value for ``Trainer(use_distributed_sampler=...)``: always False, this module shards itself."""
+        return False
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for split in wanted.get(stage or "", ("train", "val", "test")):
             if self.paths[split] and split not in self.datasets:
                 transform = self.train_transform if split == "train" else self.eval_transform
-                self.datasets[split] = SceneDataset(self.paths[split], transform)
+                dataset = SceneDataset(self.paths[split], transform)
+                empty = [str(c.path) for c in dataset.caches if len(c) == 0]
+                if empty and (split != "train" or self.mixture is None):
+                    raise ValueError(f"{split} split has no scenes: {', '.join(empty)}")
+                self.datasets[split] = dataset
                 if split == "train" and self.train_fraction < 1.0:
-                    self.train_indices = labelled_subset(
-                        len(self.datasets[split]), self.train_fraction, self.subset_seed
-                    )
+                    self.train_indices = labelled_subset(len(dataset), self.train_fraction, self.subset_seed)
+                if split == "train":
+                    self._log_agent_cap()
 
     def train_sampler(self) -> MixtureSampler | None:
-        """The mixture sampler of the train split (None without a mixture)."""
+        """The mixture sampler of the train split for this rank (None without a mixture)."""
         if self.mixture is None:
             return None
+        return self._mixture_sampler(*reversed(dist_world()))
+
+    def _mixture_sampler(self, rank: int, world: int) -> MixtureSampler:
         m = self.mixture
+        assert m is not None
         return MixtureSampler(
-            self.datasets["train"].sizes, m.weights, m.num_samples, replacement=m.replacement, seed=m.seed
+            self.datasets["train"].sizes,
+            m.weights,
+            m.num_samples,
+            replacement=m.replacement,
+            seed=m.seed,
+            num_replicas=world,
+            rank=rank,
         )
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        if split not in self.datasets:
-            raise RuntimeError(f"no {split} cache configured (got paths {self.paths[split]}); call setup() first")
-        sampler: Sampler[int] | None = None
+    def train_costs(self) -> np.ndarray | None:
+        """Agents per train scene (capped at ``max_agents_per_scene``) from the cache index, or None."""
+        counts = []
+        for cache in self.datasets["train"].caches:
+            per_scene = cache.num_agents()
+            if per_scene is None:
+                return None
+            counts.append(np.asarray(per_scene, dtype=np.int64))
+        costs = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+        if self.max_agents_per_scene is not None:
+            costs = np.minimum(costs, self.max_agents_per_scene)
+        return costs
+
+    def _log_agent_cap(self) -> None:
+        """How many train scenes the per-scene cap shortens (from the index counts; at most, see count_capped)."""
+        if self.max_agents_per_scene is None:
+            return
+        counts = [c.num_agents() for c in self.datasets["train"].caches]
+        if any(c is None for c in counts):
+            log.info("agent cap %d: the cache index has no agent counts to report", self.max_agents_per_scene)
+            return
+        per_scene = np.concatenate([np.asarray(c, np.int64) for c in counts])
+        if self.train_indices is not None:
+            per_scene = per_scene[self.train_indices]
+        scenes, agents = count_capped(per_scene, self.max_agents_per_scene)
+        log.info(
+            "agent cap %d: %d of %d train scenes capped, up to %d agents left out",
+            self.max_agents_per_scene, scenes, len(per_scene), agents,
+        )  # fmt: skip
+
+    def train_batch_sampler(self) -> EpochBatchSampler:
+        """The resumable batch sampler of the train split (its epoch follows the attached trainer's)."""
+        if "train" not in self.datasets:
+            raise RuntimeError(f"no train cache configured (got paths {self.paths['train']}); call setup() first")
         if self.mixture is not None:
-            if split == "train":
-                sampler, shuffle = self.train_sampler(), False
-            elif dist.is_available() and dist.is_initialized():  # Lightning does not shard when told not to
-                sampler = DistributedSampler(self.datasets[split], shuffle=False)
-        dataset: Dataset = self.datasets[split]
-        if split == "train" and self.train_indices is not None:
-            dataset = Subset(dataset, self.train_indices)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            collate_fn=worker_collate(self.collate_fn, self.num_workers),
-            persistent_workers=self.num_workers > 0,
-            drop_last=shuffle,
+            order: Any = MixtureOrder(self._mixture_sampler)
+        else:
+            pool = self.train_indices if self.train_indices is not None else range(len(self.datasets["train"]))
+            order = ShuffledOrder(pool, seed=self.seed)
+        costs = None
+        if self.max_agents_per_batch is not None:
+            costs = self.train_costs()
+            if costs is None:
+                raise ValueError(
+                    "max_agents_per_batch needs agent counts in the cache index; re-run the conversion of "
+                    f"{', '.join(str(p) for p in self.paths['train'])} to add them"
+                )
+        sampler = EpochBatchSampler(
+            order,
+            self.batch_size,
+            seed=self.seed,
+            drop_last=self.mixture is None,
+            costs=costs,
+            max_cost=self.max_agents_per_batch,
         )
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            sampler.set_epoch(int(trainer.current_epoch))
+        return sampler
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "collate_fn": worker_collate(self.collate_fn, self.num_workers),
+            "persistent_workers": self.num_workers > 0,
+            # the workers' base seed comes from here, not from the global generator the training step uses
+            "generator": torch.Generator().manual_seed(self.seed),
+        }
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size)
+        batch_sampler = self.train_batch_sampler()
+        loader = ResumableDataLoader(self.datasets["train"], batch_sampler=batch_sampler, **self._loader_kwargs())
+        if self.mixture is not None:  # the index sampler behind the batches, for introspection
+            object.__setattr__(loader, "sampler", self.train_sampler())
+        return loader
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"no {split} cache configured (got paths {self.paths[split]}); call setup() first")
+        dataset = self.datasets[split]
+        world, _ = dist_world()
+        if len(dataset) < world:
+            raise ValueError(f"{split} split has {len(dataset)} scenes, fewer than the {world} DDP processes")
+        sampler = ShardSampler(range(len(dataset)), seed=self.seed)
+        return DataLoader(dataset, batch_size=self.val_batch_size, sampler=sampler, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, self.val_batch_size)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.val_batch_size)
+        return self._eval_loader("test")

@@ -31,6 +31,8 @@ from typing import IO, Literal, TypeAlias
 
 import crc32c as _crc32c
 
+from smartpretrain.io.atomic import fsync_dir
+
 __all__ = [
     "Compression",
     "TFRecordError",
@@ -337,19 +339,5 @@ def write_records(path: StrPath, records: Iterable[bytes], compression: Literal[
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return count
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (best effort: not every platform / file system can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -137,7 +137,7 @@ class TemporalViewSampler:
             rng = np.random.default_rng([self.seed, zlib.crc32(key.encode())])
             start_a = int(rng.integers(0, num_steps - 2 * h + 1))
             start_b = int(rng.integers(start_a + h, num_steps - h + 1))
-        else:  # numpy's global generator: seeded per DataLoader worker by Lightning's seed_everything(workers=True)
+        else:  # numpy's global generator, which SceneDataset seeds per scene and epoch (data.batching.SampleKey)
             start_a = int(np.random.randint(0, num_steps - 2 * h + 1))
             start_b = int(np.random.randint(start_a + h, num_steps - h + 1))
         return ViewWindows(start_a, start_b, h)

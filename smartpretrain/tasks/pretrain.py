@@ -294,7 +294,10 @@ class PretrainTask(pl.LightningModule):
         out = self.losses(batch, "train")
         bs = batch.num_scenes
         for name, value in out.items():
-            self.log(f"train_{name}", value, prog_bar=name == "loss", batch_size=bs, sync_dist=False)
+            if name in _COUNTS:  # totals over the ranks, not a mean
+                self.log(f"train_{name}", value, batch_size=bs, sync_dist=True, reduce_fx="sum")
+            else:
+                self.log(f"train_{name}", value, prog_bar=name == "loss", batch_size=bs, sync_dist=False)
         for name, value in getattr(self, "_schedule_values", {}).items():
             self.log(name, value, batch_size=bs)
         return out["loss"]
@@ -303,12 +306,17 @@ class PretrainTask(pl.LightningModule):
         out = self.losses(batch, "val")
         bs = batch.num_scenes
         for name, value in out.items():
-            self.log(f"val_{name}", value, prog_bar=name == "loss", batch_size=bs, sync_dist=True)
+            if name in _COUNTS:  # summed over the epoch's batches and the ranks
+                self.log(f"val_{name}", value, batch_size=bs, sync_dist=True, reduce_fx="sum")
+            else:
+                self.log(f"val_{name}", value, prog_bar=name == "loss", batch_size=bs, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         groups = decay_groups(nn.ModuleList([self.branch, self.objectives]), self.weight_decay_start)
         groups[0]["decayed"] = True
         return torch.optim.AdamW(groups, lr=self.lr_start)
 
+
+_COUNTS = ("num_queries", "num_unembedded")
 
 __all__ = ["PretrainTask", "SSLBranch", "match_rows"]

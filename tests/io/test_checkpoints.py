@@ -28,6 +28,7 @@ from smartpretrain.io.checkpoints import (
     resolve_checkpoint,
     url_cache_name,
 )
+from tests.io.conftest import cached_files
 
 COMMIT = "c0ffee" + "0" * 34
 
@@ -191,15 +192,6 @@ def server() -> Iterator[LocalServer]:
         srv.thread.join(timeout=5)
 
 
-@pytest.fixture
-def cache(tmp_path: Path) -> Path:
-    return tmp_path / "cache"
-
-
-def cached_files(cache: Path) -> list[Path]:
-    return [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # http(s)://
 # ----------------------------------------------------------------------------------------------------------------
@@ -256,12 +248,21 @@ def test_sha256_mismatch_caches_nothing(server: LocalServer, cache: Path) -> Non
     assert cached_files(cache) == []
 
 
-def test_stale_cache_entry_is_downloaded_again(server: LocalServer, cache: Path) -> None:
+def test_stale_cache_entry_is_reported_and_kept(server: LocalServer, cache: Path) -> None:
     body = b"the real weights"
     url = server.add("/model.pt", body)
     cache.mkdir(parents=True)
-    (cache / url_cache_name(url)).write_bytes(b"corrupted")
-    path = resolve_checkpoint(url, cache_dir=cache, sha256=hashlib.sha256(body).hexdigest(), progress=False)
+    cached = cache / url_cache_name(url)
+    cached.write_bytes(b"corrupted")
+    digest = hashlib.sha256(body).hexdigest()
+    with pytest.raises(CheckpointError, match="sha256 mismatch") as info:
+        resolve_checkpoint(url, cache_dir=cache, sha256=digest, progress=False)
+    assert digest in str(info.value) and hashlib.sha256(b"corrupted").hexdigest() in str(info.value)
+    assert str(cached) in str(info.value)
+    # the cached file is kept (the pin may be the wrong one) and nothing is downloaded; deleting it fetches again
+    assert cached.read_bytes() == b"corrupted" and server.count("GET", "/model.pt") == 0
+    cached.unlink()
+    path = resolve_checkpoint(url, cache_dir=cache, sha256=digest, progress=False)
     assert path.read_bytes() == body and server.count("GET", "/model.pt") == 1
 
 
@@ -561,11 +562,13 @@ def test_hf_revision_subfolder_and_sha256(hf_server: LocalServer, cache: Path) -
     assert hf_server.count("GET", "/org/repo/resolve/v1.0/weights/sub/model.pt") == 1
 
 
-def test_hf_sha256_mismatch_drops_the_file(hf_server: LocalServer, cache: Path) -> None:
+def test_hf_sha256_mismatch_keeps_the_file(hf_server: LocalServer, cache: Path) -> None:
     hf_server.add_hf("org/repo", "file.ckpt", b"some bytes")
-    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+    with pytest.raises(CheckpointError, match="sha256 mismatch") as info:
         resolve_checkpoint("hf://org/repo/file.ckpt", cache_dir=cache, sha256="1" * 64, progress=False)
-    assert not [p for p in cached_files(cache) if p.read_bytes() == b"some bytes"]
+    assert "1" * 64 in str(info.value) and hashlib.sha256(b"some bytes").hexdigest() in str(info.value)
+    # the blob stays (the pin may be the wrong one)
+    assert [p for p in cached_files(cache) if p.read_bytes() == b"some bytes"]
 
 
 def test_hf_missing_file(hf_server: LocalServer, cache: Path) -> None:

@@ -134,24 +134,6 @@ def test_match_rows_names_the_missing_agent(scene: int, agent: int) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def av1_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic AV1 cache with maps: ``{root}/av1/{train,val}`` (8 + 4 scenes; map radius 40 m)."""
-    from smartpretrain.data.conversion import ConversionSettings, convert_split
-    from smartpretrain.data.converters.av1 import Av1Converter
-    from smartpretrain.data.synthetic import generate_av1
-
-    raw = tmp_path_factory.mktemp("raw")
-    generate_av1(raw, "train", 8, seed=0, with_map=True)
-    generate_av1(raw, "val", 4, seed=0, with_map=True, start_index=100)
-    root = tmp_path_factory.mktemp("cache")
-    for split, n in (("train", 8), ("val", 4)):
-        converter = Av1Converter(raw, split, num_steps=50, current_step=19, map_root=raw / "map_files", map_radius=40)
-        manifest = convert_split(converter, root / "av1" / split, ConversionSettings(progress=False))
-        assert manifest["num_scenes"] == n, manifest
-    return root
-
-
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))

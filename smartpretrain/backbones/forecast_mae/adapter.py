@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
+from smartpretrain.backbones.base import DESCRIPTION_KEY, BatchDescription
 from smartpretrain.backbones.qcnet.adapter import interp_arc_batch, midpoint_lines_batch
 from smartpretrain.data.scene import Scene
 from smartpretrain.data.taxonomy import AgentType, PolygonType, Side
@@ -69,7 +70,8 @@ class ForecastMAEAdapter:
     missing), ``x_positions [N, H, 2]``, ``x_centers [N, 2]`` (position at H-1), ``x_angles [N, H+F]`` headings
     relative to the frame, ``x_velocity [N, H+F]`` speeds, ``x_velocity_diff [N, H]``, ``x_attr [N, 3] long``
     (AgentType, AgentRole, combined type), ``x_padding_mask [N, H+F]`` (True = missing), ``y [N, F, 2]`` future
-    minus the position at H-1 (0 where padded), ``agent_index [N] long`` (row in ``scene.agents``), ``role [N]``;
+    minus the position at H-1 (0 where padded), ``agent_index [N] long`` (row in ``scene.agents``),
+    ``track_ids`` (N str, ``scene.agents.ids`` of the actors), ``role [N]``;
     ``lane_positions [M, P, 2]``, ``lane_centers [M, 2]``, ``lane_angles [M]``, ``lane_padding_mask [M, P]``;
     ``frame_origin [2]`` and ``frame_theta`` (the frame in scene coordinates), ``scene_origin [3]`` (the scene's
     city-frame origin), ``scenario_id``, ``dataset``.
@@ -163,6 +165,7 @@ class ForecastMAEAdapter:
             "x_padding_mask": torch.from_numpy(padding),
             "y": torch.from_numpy(y.astype(f32)),
             "agent_index": torch.from_numpy(order.astype(np.int64)),
+            "track_ids": [str(a.ids[i]) for i in order],
             "role": torch.from_numpy(a.role[order].astype(np.int64)),
             "lane_positions": torch.from_numpy(lanes.astype(f32)),
             "lane_centers": torch.from_numpy(((lanes[:, 9] + lanes[:, 10]) / 2.0).astype(f32)),
@@ -226,7 +229,9 @@ class ForecastMAEAdapter:
 
         Adds ``x_key_padding_mask [B, N]`` / ``lane_key_padding_mask [B, M]`` (True = no such actor / lane),
         ``num_actors`` / ``num_lanes [B]``, ``frame_origin [B, 2]``, ``frame_theta [B]``, ``scene_origin [B, 3]``
-        (float64).
+        (float64), and ``description``: the :class:`~smartpretrain.backbones.base.BatchDescription` whose agent
+        rows are the live actors ``~x_key_padding_mask`` in row-major order (the rows of ``Forecast`` /
+        ``EvalTargets``).
         """
         if not samples:
             raise ValueError("cannot collate an empty list of samples")
@@ -246,16 +251,28 @@ class ForecastMAEAdapter:
             batch[name] = torch.stack([s[name] for s in samples])
         batch["scenario_id"] = [s["scenario_id"] for s in samples]
         batch["dataset"] = [s["dataset"] for s in samples]
+        # agent rows of Forecast / EvalTargets: the live actors ~x_key_padding_mask, scene after scene (row-major)
+        scene, actor = (~batch["x_key_padding_mask"]).nonzero(as_tuple=True)
+        batch[DESCRIPTION_KEY] = BatchDescription(
+            scenario_ids=list(batch["scenario_id"]),
+            datasets=list(batch["dataset"]),
+            origin=batch["scene_origin"].to(torch.float64),
+            track_ids=[samples[b]["track_ids"][j] for b, j in zip(scene.tolist(), actor.tolist(), strict=True)],
+            agent_scene=scene,
+        )
         return batch
 
 
 class ForecastMAEBatch(dict):
     """A collated batch: a dict of tensors (and the scene ids / dataset names) with ``.to(device)`` and the
     generic batch attributes the tasks read (``num_graphs``, ``origin`` = the scenes' city origins ``[B, 3]``,
-    ``scenario_id``, ``dataset``)."""
+    ``scenario_id``, ``dataset``); key ``"description"`` holds its
+    :class:`~smartpretrain.backbones.base.BatchDescription`."""
 
     def to(self, device: torch.device | str) -> ForecastMAEBatch:
-        return ForecastMAEBatch({k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.items()})
+        return ForecastMAEBatch(
+            {k: v.to(device) if isinstance(v, (Tensor, BatchDescription)) else v for k, v in self.items()}
+        )
 
     @property
     def num_graphs(self) -> int:

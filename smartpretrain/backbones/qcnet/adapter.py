@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch, HeteroData
 
+from smartpretrain.backbones.base import DESCRIPTION_KEY, BatchDescription
 from smartpretrain.data.scene import MapData, Scene
 from smartpretrain.data.taxonomy import Intersection, LineType, PolygonType, Side
 
@@ -162,6 +163,8 @@ class QCNetAdapter:
     * ``(map_point, to, map_polygon).edge_index [2, M]``; ``(map_polygon, to, map_polygon).edge_index [2, E]``
       and ``.type [E] long``.
     * ``scenario_id``, ``dataset``, ``city`` (str) and ``origin [1, 3] float64``.
+    * batches from :meth:`collate` also carry ``description``, their
+      :class:`~smartpretrain.backbones.base.BatchDescription`.
 
     Map-less scenes give P = M = E = 0 with the same fields, so they batch with scenes that have a map.
     """
@@ -214,7 +217,19 @@ class QCNetAdapter:
         return data
 
     def collate(self, samples: list[HeteroData]) -> Batch:
-        return Batch.from_data_list(samples)
+        """``Batch.from_data_list`` plus the batch's :class:`~smartpretrain.backbones.base.BatchDescription` as
+        ``batch.description``: the agent rows are all agents of the batch, scene after scene (QCNet's
+        ``Forecast`` / ``EvalTargets`` rows)."""
+        if not samples:
+            raise ValueError("cannot collate an empty list of samples")
+        batch = Batch.from_data_list(samples)
+        batch[DESCRIPTION_KEY] = BatchDescription.from_scenes(  # a global attribute: batch.description
+            scenario_ids=[s.scenario_id for s in samples],
+            datasets=[s.dataset for s in samples],
+            origins=[s.origin for s in samples],
+            track_ids=[s["agent"].id for s in samples],
+        )
+        return batch
 
     # ----------------------------------------------------------------------------------------------------------
     def agent_features(self, scene: Scene) -> dict[str, Any]:

@@ -163,6 +163,13 @@ class Av1Converter(SceneConverter):
     def item_path(self, item: str) -> Path:
         return (self.raw_root / item).absolute()
 
+    def item_files(self, item: str) -> list[Path]:
+        """The CSV, plus every vector map of ``map_root`` when set (the city is only known after reading the CSV)."""
+        files = [self.item_path(item)]
+        if self.map_root is not None:
+            files += sorted(self.map_root.glob("*.xml"))  # what load_av1_city_maps parses
+        return files
+
     def convert(self, item: str) -> ConvertedScene:
         path = self.item_path(item)
         scenario_id = path.stem

@@ -94,6 +94,17 @@ class Av2Converter(SceneConverter):
     def item_path(self, item: str) -> Path:
         return self.split_dir / item / f"scenario_{item}.parquet"
 
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "current_step": self.current_step}
+
+    def item_files(self, item: str) -> list[Path]:
+        """The scenario parquet and the map JSON (the one :meth:`convert` would read)."""
+        map_path = self.split_dir / item / f"log_map_archive_{item}.json"
+        if not map_path.exists():
+            found = sorted((self.split_dir / item).glob("log_map_archive_*.json"))
+            map_path = found[0] if found else map_path
+        return [self.item_path(item), map_path]
+
     def convert(self, item: str) -> ConvertedScene:
         parquet_path = self.item_path(item)
         map_path = self.split_dir / item / f"log_map_archive_{item}.json"

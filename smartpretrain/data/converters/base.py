@@ -9,10 +9,13 @@ report counts it (and ``strict=true`` refuses it).
 from __future__ import annotations
 
 import abc
+import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum, StrEnum
 from pathlib import Path
+from typing import Any
 
 from smartpretrain.data.scene import Scene
 from smartpretrain.data.taxonomy import Dataset
@@ -95,9 +98,54 @@ class SceneConverter(abc.ABC):
         """The file an item's errors should name (the item itself by default)."""
         return Path(item)
 
+    def item_files(self, item: str) -> list[Path]:
+        """Every file converting ``item`` reads (its raw-input fingerprint); ``[item_path(item)]`` by default."""
+        return [self.item_path(item)]
+
     def describe(self) -> dict[str, object]:
         """Converter settings recorded in the manifest."""
         return {"dataset": self.dataset.value, "raw_root": str(self.raw_root), "split": self.split}
+
+    def settings(self) -> dict[str, object]:
+        """Everything that changes the converted output, as plain JSON values (what the fingerprint hashes).
+
+        By default :meth:`describe` plus every public attribute of the converter (so an option a subclass keeps
+        as an attribute is covered even when ``describe`` forgets it), minus ``raw_root``: where the raw data
+        lives does not change the output (the raw files themselves are fingerprinted through
+        :meth:`item_files`), and shards converted on machines that mount the data at other paths must agree.
+        Override when an option lives elsewhere or an attribute is not an option.
+        """
+        out: dict[str, object] = {k: _plain(v) for k, v in self.describe().items()}
+        for name, value in sorted(vars(self).items()):
+            if not name.startswith("_") and name not in out:
+                out[name] = _plain(value)
+        out.pop("raw_root", None)
+        return out
+
+    def settings_fingerprint(self) -> str:
+        """A stable hash of :meth:`settings` (16 hex digits)."""
+        blob = json.dumps(self.settings(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value standing for a setting, equal across runs and processes for equal settings."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Enum):
+        return _plain(value.value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (set, frozenset)):
+        return sorted((_plain(v) for v in value), key=repr)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _plain(value.tolist())
+    # an object whose repr may hold a memory address: only its type is stable (override settings() to cover it)
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
 def count_repairs(repairs: list[Repair]) -> Counter[str]:

@@ -266,6 +266,10 @@ class WomdConverter(SceneConverter):
     def item_path(self, item: str) -> Path:
         return self._base() / item.rsplit("@", 1)[0]
 
+    def item_files(self, item: str) -> list[Path]:
+        """The TFRecord file holding the item's record."""
+        return [self.item_path(item)]
+
     # --- reading ----------------------------------------------------------------------------------------------
     def _handle(self, path: Path) -> BinaryIO:
         key = str(path)

@@ -1,0 +1,180 @@
+"""The pieces every training entry point builds the same way: run folder, backbone + weights, Trainer.
+
+* :func:`save_run_config`: the resolved config and the seed beside the run's outputs;
+* :func:`build_backbone`: ``cfg.model`` plus ``pretrained_ckpt`` (SSL transfer) and / or ``ckpt_path`` weights,
+  each through the one safe loading path (:mod:`smartpretrain.io.checkpoints`, ``weights_only=True``);
+* :func:`resume_checkpoint`: ``resume=`` (a path, ``https://`` or ``hf://``) resolved, verified as weights-only
+  loadable, and handed to Lightning as a local file that it then also loads with ``weights_only=True``;
+* :func:`build_trainer`: best-k + last checkpoints, periodic ``last.ckpt`` refreshes, exact-resume state, a CSV
+  logger, the Trainer from ``cfg.trainer``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from smartpretrain.backbones.base import Backbone
+from smartpretrain.data.cache import atomic_write_text
+from smartpretrain.io.checkpoints import (
+    extract_state_dict,
+    load_checkpoint,
+    load_into,
+    transfer_pretrained,
+    verified_local_checkpoint,
+)
+from smartpretrain.runs.guards import RunConfigError
+from smartpretrain.runs.resume import ExactResume, periodic_checkpoints
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "build_backbone",
+    "build_trainer",
+    "download_options",
+    "resume_checkpoint",
+    "save_run_config",
+    "split_dir",
+    "write_final_metrics",
+]
+
+
+def split_dir(cfg: DictConfig, split: str) -> Path:
+    """``{cache_root}/{dataset}/{split}`` (single-dataset configs; mixtures: :mod:`smartpretrain.data.sources`)."""
+    return Path(cfg.cache_root) / cfg.data.name / split
+
+
+def save_run_config(cfg: DictConfig, out_dir: Path) -> None:
+    """The resolved config and the seed next to the run's outputs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(out_dir / "seed.json", json.dumps({"seed": int(cfg.seed)}))
+
+
+def download_options(cfg: DictConfig) -> dict[str, Any]:
+    """Per-read timeout and overall deadline of checkpoint downloads (``download_timeout_s``,
+    ``download_deadline_s``)."""
+    out: dict[str, Any] = {}
+    if cfg.get("download_timeout_s") is not None:
+        out["timeout"] = float(cfg.download_timeout_s)
+    if cfg.get("download_deadline_s") is not None:
+        out["deadline"] = float(cfg.download_deadline_s)
+    return out
+
+
+def build_backbone(cfg: DictConfig, out_dir: Path | None = None) -> Backbone:
+    """Instantiate ``cfg.model``; then load ``cfg.pretrained_ckpt`` (an SSL checkpoint, through
+    :func:`~smartpretrain.io.checkpoints.transfer_pretrained`) and / or ``cfg.ckpt_path`` (forecasting weights),
+    printing a key report (also written to ``out_dir/transfer_report.json``). A load that matches no tensor is
+    refused (``strict_load=false`` must still load something)."""
+    backbone: Backbone = instantiate(cfg.model)
+    fetch = download_options(cfg)
+    if cfg.get("pretrained_ckpt"):
+        checkpoint = load_checkpoint(str(cfg.pretrained_ckpt), sha256=cfg.get("pretrained_sha256"), **fetch)
+        report = transfer_pretrained(
+            backbone,
+            checkpoint,
+            branch=str(cfg.get("pretrained_branch", "momentum")),
+            copy_refine=bool(cfg.get("copy_refine", False)),
+        )
+        print(f"pre-trained weights from {cfg.pretrained_ckpt}:\n{report}", flush=True)
+        if out_dir is not None:
+            summary = {
+                "source": str(cfg.pretrained_ckpt),
+                "source_prefix": report.source_prefix,
+                "loaded": report.loaded,
+                "missing": report.missing,
+                "unexpected": report.unexpected,
+                "reshaped": [list(r) for r in report.reshaped],
+                "expanded": [list(r) for r in report.expanded],
+                "copied": [list(r) for r in report.copied],
+                "dropped": report.dropped,
+                "strict_prefixes": list(report.strict_prefixes),
+                "strict_loaded": len(report.strict_loaded()),
+            }
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out_dir / "transfer_report.json", json.dumps(summary, indent=2))
+    if cfg.get("ckpt_path"):
+        checkpoint = load_checkpoint(str(cfg.ckpt_path), sha256=cfg.get("ckpt_sha256"), **fetch)
+        state = extract_state_dict(checkpoint, prefix="backbone.")
+        report = load_into(backbone, state, strict=bool(cfg.get("strict_load", True)))
+        if not report.loaded and len(backbone.state_dict()) > 0:
+            raise RunConfigError(
+                f"ckpt_path={cfg.ckpt_path}: not one tensor matches {type(backbone).__name__} "
+                f"({len(report.unexpected)} unexpected, {len(report.missing)} missing, {len(report.reshaped)} "
+                "of another shape); wrong model= or wrong file?"
+            )
+        log.info("weights from %s: %s", cfg.ckpt_path, report)
+        print(f"loaded {cfg.ckpt_path}: {report}", flush=True)
+    return backbone
+
+
+def resume_checkpoint(cfg: DictConfig) -> Path | None:
+    """``cfg.resume`` as a verified local file (None when not resuming). Remote sources are downloaded into the
+    checkpoint cache first; the file must load with ``weights_only=True`` or it is refused here, before Lightning
+    sees it."""
+    source = cfg.get("resume")
+    if not source:
+        return None
+    return verified_local_checkpoint(str(source), sha256=cfg.get("resume_sha256"), **download_options(cfg))
+
+
+def build_trainer(
+    cfg: DictConfig,
+    out_dir: Path,
+    *,
+    filename: str,
+    save_top_k: int,
+    lr_interval: str,
+    extra_callbacks: Sequence[Callback] = (),
+    **trainer_kwargs: Any,
+) -> tuple[pl.Trainer, ModelCheckpoint]:
+    """The Trainer of ``cfg.trainer`` with its checkpoints and logger; returns it and the best-k checkpoint.
+
+    Checkpoints (``out_dir/checkpoints``): the best ``save_top_k`` by ``cfg.monitor`` and ``last.ckpt`` at every
+    epoch end, and ``last.ckpt`` also every ``cfg.checkpoint.every_n_train_steps`` steps and / or
+    ``cfg.checkpoint.every_n_minutes`` minutes.
+    """
+    ckpt_dir = out_dir / "checkpoints"
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir, monitor=cfg.monitor, mode="min", save_top_k=int(save_top_k), save_last=True,
+        filename=filename, auto_insert_metric_name=False, enable_version_counter=False,
+    )  # fmt: skip
+    periodic = cfg.get("checkpoint") or {}
+    callbacks: list[Callback] = [
+        ExactResume(int(cfg.seed)),
+        LearningRateMonitor(logging_interval=lr_interval),
+        *extra_callbacks,
+        *[instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None],
+        best,
+        *periodic_checkpoints(ckpt_dir, periodic.get("every_n_train_steps"), periodic.get("every_n_minutes")),
+    ]
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        default_root_dir=str(out_dir),
+        logger=CSVLogger(str(out_dir), name="logs"),
+        callbacks=callbacks,
+        **trainer_kwargs,
+    )
+    return trainer, best
+
+
+def write_final_metrics(out_dir: Path, metrics: dict[str, Any], trainer: pl.Trainer, resume: Path | None) -> dict:
+    """Write ``out_dir/final_metrics.json`` (rank 0), unless this call trained nothing: resuming a run that had
+    already finished keeps the file it wrote then."""
+    path = out_dir / "final_metrics.json"
+    if not metrics and resume is not None:
+        print(f"{resume}: the run had already finished (epoch {trainer.current_epoch}); nothing to do", flush=True)
+        return json.loads(path.read_text()) if path.exists() else {}
+    if trainer.is_global_zero:
+        atomic_write_text(path, json.dumps(metrics, indent=2))
+    return metrics
