@@ -49,6 +49,7 @@ TINY = {
     ],
     "forecast_mae": ["model.embed_dim=16", "model.encoder_depth=1", "model.num_heads=2"],
     "constant_velocity": [],
+    "qcnet": [],  # the published configuration (slow on CPU: marked slow)
 }  # fmt: skip
 
 
@@ -78,7 +79,7 @@ def checkpoints(av2_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     """A checkpoint (``{"state_dict": {"backbone." + k: v}}``) of a freshly seeded tiny backbone per trained model."""
     folder = tmp_path_factory.mktemp("ckpt")
     paths = {"constant_velocity": "null"}
-    for model in ("qcnet_small", "forecast_mae"):
+    for model in ("qcnet_small", "forecast_mae", "qcnet"):
         torch.manual_seed(0)
         backbone = build_backbone(_cfg(["data=av2", f"model={model}", "ckpt_path=null", *TINY[model]]))
         path = folder / f"{model}.ckpt"
@@ -172,8 +173,9 @@ def test_metric_groups_are_every_dataset() -> None:
 
 @pytest.mark.parametrize(
     ("model", "num_workers"),
-    [("qcnet_small", 0), ("forecast_mae", 0), ("forecast_mae", 1), ("constant_velocity", 0), ("constant_velocity", 1)],
-)
+    [("qcnet_small", 0), ("forecast_mae", 0), ("forecast_mae", 1), ("constant_velocity", 0), ("constant_velocity", 1),
+     pytest.param("qcnet", 0, marks=pytest.mark.slow)],
+)  # fmt: skip
 def test_val_gives_finite_metrics(av2_cache: Path, checkpoints, tmp_path: Path, model: str, num_workers: int) -> None:
     cfg = _cfg(_overrides(model, av2_cache, checkpoints[model], "mode=val", f"num_workers={num_workers}"))
     summary = evaluate(cfg, tmp_path)
@@ -200,8 +202,9 @@ def _check_city_frame(scenes: dict[str, Scene], submission: dict) -> None:
 
 @pytest.mark.parametrize(
     ("model", "num_workers"),
-    [("qcnet_small", 1), ("forecast_mae", 0), ("forecast_mae", 1), ("constant_velocity", 0), ("constant_velocity", 1)],
-)
+    [("qcnet_small", 1), ("forecast_mae", 0), ("forecast_mae", 1), ("constant_velocity", 0), ("constant_velocity", 1),
+     pytest.param("qcnet", 1, marks=pytest.mark.slow)],
+)  # fmt: skip
 def test_test_writes_the_focal_agents_submission(
     av2_cache: Path, checkpoints, tmp_path: Path, model: str, num_workers: int
 ) -> None:
