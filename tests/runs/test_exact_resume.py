@@ -115,3 +115,23 @@ def test_resuming_a_finished_run_keeps_its_final_metrics(av1_cache: Path, tmp_pa
     again = run(compose_config("train", [*overrides, f"resume={out / 'checkpoints' / 'last.ckpt'}"]), out)
     assert (out / "final_metrics.json").read_text() == before
     assert again == json.loads(before)
+
+
+def _cli(module: str, overrides: list[str], run_dir: Path) -> None:
+    cmd = [sys.executable, "-m", module, *overrides, f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_ddp_finetune_resumes_exactly_after_both_ranks_are_killed(av1_cache: Path, tmp_path: Path) -> None:
+    """2 processes (gloo): both ranks are SIGKILLed after step 3 (of 2 x 2 per rank), then resumed under DDP."""
+    overrides = [
+        "model=qcnet_small", "data=av1", f"cache_root={av1_cache}", "max_epochs=2", "batch_size=2",
+        "num_workers=1", "model.dropout=0.1", "trainer.devices=2", "trainer.strategy=ddp", *COMMON, *QUIET,
+    ]  # fmt: skip
+    _cli("smartpretrain.finetune", overrides, tmp_path / "reference")
+    last = _killed_run("smartpretrain.finetune", overrides, tmp_path / "killed", 3)
+    _cli("smartpretrain.finetune", [*overrides, f"resume={last}"], tmp_path / "resumed")
+    _compare(tmp_path / "reference", tmp_path / "resumed", ("val_minFDE_6", "val_minADE_6", "val_loss"))
