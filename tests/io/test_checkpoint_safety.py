@@ -27,7 +27,7 @@ from smartpretrain.io.checkpoints import (
     url_cache_name,
     verified_local_checkpoint,
 )
-from tests.io.conftest import cached_files
+from tests.io.conftest import cached_files, serving
 
 # ----------------------------------------------------------------------------------------------------------------
 # Payloads
@@ -130,14 +130,8 @@ class RawServer:
 @pytest.fixture
 def server() -> Iterator[RawServer]:
     srv = RawServer()
-    srv.thread.start()
-    try:
+    with serving(srv.httpd, srv.thread, before_shutdown=srv.stop.set):
         yield srv
-    finally:
-        srv.stop.set()
-        srv.httpd.shutdown()
-        srv.httpd.server_close()
-        srv.thread.join(timeout=5)
 
 
 def with_length(body: bytes) -> Responder:

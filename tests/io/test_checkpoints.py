@@ -28,7 +28,7 @@ from smartpretrain.io.checkpoints import (
     resolve_checkpoint,
     url_cache_name,
 )
-from tests.io.conftest import cached_files
+from tests.io.conftest import cached_files, serving
 
 COMMIT = "c0ffee" + "0" * 34
 
@@ -183,13 +183,8 @@ class LocalServer:
 @pytest.fixture
 def server() -> Iterator[LocalServer]:
     srv = LocalServer()
-    srv.thread.start()
-    try:
+    with serving(srv.httpd, srv.thread):
         yield srv
-    finally:
-        srv.httpd.shutdown()
-        srv.httpd.server_close()
-        srv.thread.join(timeout=5)
 
 
 # ----------------------------------------------------------------------------------------------------------------
