@@ -275,6 +275,11 @@ class SceneDataModule(pl.LightningDataModule):
                     self.train_indices = labelled_subset(len(dataset), self.train_fraction, self.subset_seed)
                 if split == "train":
                     self._log_agent_cap()
+                    if self.max_agents_per_batch is not None and self.train_costs() is None:
+                        raise ValueError(
+                            "batching.max_agents_per_batch needs agent counts in the cache index; re-run the "
+                            f"conversion of {', '.join(str(p) for p in self.paths['train'])} to add them"
+                        )
 
     def train_sampler(self) -> MixtureSampler | None:
         """The mixture sampler of the train split for this rank (None without a mixture)."""
