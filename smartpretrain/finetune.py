@@ -29,7 +29,7 @@ from smartpretrain.runs.guards import (
     check_choice,
     check_monitor,
     check_range,
-    dataset_of_component,
+    expected_dataset,
     finetune_monitors,
 )
 from smartpretrain.runs.trainer import (
@@ -60,9 +60,7 @@ def check_finetune_config(cfg: DictConfig) -> None:
     check_batching_and_checkpoints(cfg)
     for split in ("train", "val"):
         for source in data_sources(cfg, split):
-            dataset = str(cfg.data.name) if not is_mixture(cfg) else (
-                dataset_of_component(source.name, cfg.data.components[source.name])
-            )  # fmt: skip
+            dataset = expected_dataset(cfg, source.name)
             # a mixture's model window is its longest dataset's; shorter scenes are padded, not refused
             mixed = is_mixture(cfg)
             check_cache_matches(

@@ -31,7 +31,7 @@ from smartpretrain.runs.guards import (
     check_cache_matches,
     check_monitor,
     check_range,
-    dataset_of_component,
+    expected_dataset,
     pretrain_monitors,
 )
 from smartpretrain.runs.trainer import build_trainer, resume_checkpoint, save_run_config, write_final_metrics
@@ -155,9 +155,7 @@ def check_pretrain_config(cfg: DictConfig) -> None:
     splits = ["train", "val"] if cfg.get("val_split") else ["train"]
     for split in splits:
         for source in data_sources(cfg, split):
-            dataset = str(cfg.data.name) if not is_mixture(cfg) else (
-                dataset_of_component(source.name, cfg.data.components[source.name])
-            )  # fmt: skip
+            dataset = expected_dataset(cfg, source.name)
             window = source.view_window if is_mixture(cfg) else int(cfg.ssl.window)
             check_cache_matches(source.path, dataset, min_steps=2 * window)
 

@@ -341,12 +341,7 @@ class SceneDataModule(pl.LightningDataModule):
             order = ShuffledOrder(pool, seed=self.seed)
         costs = None
         if self.max_agents_per_batch is not None:
-            costs = self.train_costs()
-            if costs is None:
-                raise ValueError(
-                    "max_agents_per_batch needs agent counts in the cache index; re-run the conversion of "
-                    f"{', '.join(str(p) for p in self.paths['train'])} to add them"
-                )
+            costs = self.train_costs()  # present: setup() refuses a budget without agent counts
         sampler = EpochBatchSampler(
             order,
             self.batch_size,

@@ -25,7 +25,7 @@ __all__ = [
     "check_choice",
     "check_monitor",
     "check_range",
-    "dataset_of_component",
+    "expected_dataset",
     "finetune_monitors",
     "pretrain_monitors",
     "read_manifest",
@@ -176,9 +176,13 @@ def check_batching_and_checkpoints(cfg: DictConfig) -> None:
                 allow_none=True)  # fmt: skip
 
 
-def dataset_of_component(name: str, component: DictConfig) -> str | None:
-    """The dataset a mixture component declares (``dataset:``), else its name when that names a dataset."""
+def expected_dataset(cfg: DictConfig, source_name: str) -> str | None:
+    """The dataset a run's source must hold: ``data.name`` for a single dataset; for a mixture component, the
+    ``dataset:`` it declares, else its name when that names a dataset (None: not checked)."""
+    if cfg.data.get("components") is None:
+        return str(cfg.data.name)
+    component = cfg.data.components[source_name]
     declared = component.get("dataset") if component is not None else None
     if declared:
         return str(declared)
-    return name if name in {d.value for d in Dataset} else None
+    return source_name if source_name in {d.value for d in Dataset} else None
