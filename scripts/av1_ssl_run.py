@@ -21,13 +21,13 @@ import math
 from pathlib import Path
 
 from smartpretrain.config import compose_config
-from smartpretrain.data.cache import atomic_write_text
 from smartpretrain.data.conversion import ConversionSettings, convert_split
 from smartpretrain.data.converters.av1 import Av1Converter
 from smartpretrain.demo import side_by_side
 from smartpretrain.evaluate import evaluate
 from smartpretrain.finetune import build_backbone
 from smartpretrain.finetune import run as finetune
+from smartpretrain.io.atomic import atomic_write_text
 from smartpretrain.io.run_outputs import epoch_metrics
 from smartpretrain.pretrain import run as pretrain
 

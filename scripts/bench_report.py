@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from smartpretrain.data.cache import atomic_write_text
+from smartpretrain.io.atomic import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- bench-summary:begin -->\n", "<!-- bench-summary:end -->"

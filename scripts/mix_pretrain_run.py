@@ -18,12 +18,12 @@ import shutil
 from pathlib import Path
 
 from smartpretrain.config import compose_config
-from smartpretrain.data.cache import atomic_write_text
 from smartpretrain.data.conversion import ConversionSettings, convert_split
 from smartpretrain.data.converters.av1 import Av1Converter
 from smartpretrain.data.converters.av2 import Av2Converter
 from smartpretrain.data.converters.womd import WomdConverter
 from smartpretrain.data.synthetic import generate_av2
+from smartpretrain.io.atomic import atomic_write_text
 from smartpretrain.io.run_outputs import epoch_metrics
 from smartpretrain.pretrain import run as pretrain
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from smartpretrain.data.cache import atomic_write_text
+from smartpretrain.io.atomic import atomic_output, atomic_write_text
 from smartpretrain.io.run_outputs import epoch_metrics, load_stage_result, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,11 +125,9 @@ def plot_curves(runs: list[dict[str, Any]], arms: list[str], fractions: list[flo
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main() -> None:

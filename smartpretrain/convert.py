@@ -17,8 +17,9 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from smartpretrain.data.cache import CacheError, atomic_write_text
+from smartpretrain.data.cache import CacheError
 from smartpretrain.data.conversion import ConversionSettings, StrictModeError, convert_split, summary_line
+from smartpretrain.io.atomic import atomic_write_text
 
 CONFIG_NAME = "convert_config.yaml"
 

@@ -23,8 +23,9 @@ from typing import Any
 
 from smartpretrain import convert
 from smartpretrain.config import compose_config
-from smartpretrain.data.cache import SceneCache, atomic_write_text
+from smartpretrain.data.cache import SceneCache
 from smartpretrain.data.synthetic import generate_av1, generate_av2
+from smartpretrain.io.atomic import atomic_write_text
 from smartpretrain.io.run_outputs import load_stage_result
 
 TABLE_METRICS = ("minADE_6", "minFDE_6", "MR_6", "brier-minFDE_6", "minADE_1", "minFDE_1", "MR_1")

@@ -34,10 +34,11 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from smartpretrain.backbones.base import Backbone, BatchDescription, EvalTargets, Forecast, describe_batch
-from smartpretrain.data.cache import CacheError, atomic_write_text
+from smartpretrain.data.cache import CacheError
 from smartpretrain.data.datamodule import SceneDataset
 from smartpretrain.data.taxonomy import Dataset
 from smartpretrain.data.worker_transfer import worker_collate
+from smartpretrain.io.atomic import atomic_write_text
 from smartpretrain.io.checkpoints import CheckpointError
 from smartpretrain.io.submission import SubmissionBuilder
 from smartpretrain.metrics.forecasting import ForecastingMetrics, select_agents

@@ -19,12 +19,9 @@ compressed as one zstd frame with a content checksum. Why this format, with meas
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import secrets
-import socket
 import struct
 import threading
 import zlib
@@ -40,7 +37,7 @@ import zstandard
 
 from smartpretrain.data.scene import AgentTracks, MapData, Scene, TrafficSignals
 from smartpretrain.data.taxonomy import Dataset
-from smartpretrain.io.atomic import fsync_dir
+from smartpretrain.io.atomic import atomic_write_bytes
 
 SCHEMA_VERSION = 1
 PART_MAGIC = b"SPCPART\x01"
@@ -224,91 +221,6 @@ def decode_scene(record: bytes | memoryview) -> Scene:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Part files
-
-
-_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname() or "host")
-# ".{name}.tmp.{host}.{pid}.{random}"; the host has no dots (sanitised above), so the pattern parses back
-_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.(?P<rand>[0-9a-f]+)$")
-_LEGACY_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp\.(?P<pid>\d+)$")  # ".{name}.tmp.{pid}" of older code
-
-
-def host_name() -> str:
-    """This machine's name as it appears in temp-file names and lock holders."""
-    return _HOST
-
-
-def temp_path(path: Path) -> Path:
-    """A unique temp name beside ``path``: ``.{name}.tmp.{host}.{pid}.{random}`` (who wrote it, for the cleanup)."""
-    return path.with_name(f".{path.name}.tmp.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}")
-
-
-def temp_owner(name: str) -> tuple[str | None, int] | None:
-    """``(host, pid)`` of a temp file name made by :func:`temp_path` (host None for the older ``.x.tmp.{pid}``)."""
-    m = _TEMP_RE.match(name)
-    if m:
-        return m["host"], int(m["pid"])
-    m = _LEGACY_TEMP_RE.match(name)
-    return (None, int(m["pid"])) if m else None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this machine."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def remove_stale_temps(folder: Path) -> int:
-    """Remove temp files left in ``folder`` by dead processes of THIS host; returns how many were removed.
-
-    Temp files of live processes (another converter or shard writing into the same folder right now) and of
-    other hosts (whose processes cannot be checked from here) are left alone.
-    """
-    removed = 0
-    for tmp in folder.glob(".*.tmp.*"):
-        owner = temp_owner(tmp.name)
-        if owner is None:
-            continue
-        host, pid = owner
-        if host not in (None, _HOST) or pid_alive(pid):
-            continue
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-            removed += 1
-    return removed
-
-
-def atomic_write_bytes(path: Path, chunks: bytes | Sequence[bytes]) -> None:
-    """Write ``chunks`` to ``path`` through a unique temp file in the same folder, fsync, then rename.
-
-    On any error the temp file is removed and the error re-raised; ``path`` is then untouched.
-    """
-    path = Path(path)
-    if isinstance(chunks, (bytes, bytearray, memoryview)):
-        chunks = [chunks]
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, [text.encode()])
 
 
 class RecordEntry(NamedTuple):

@@ -52,21 +52,18 @@ from smartpretrain.data.cache import (
     ZSTD_LEVEL,
     CacheError,
     SchemaVersionError,
-    atomic_write_text,
     check_part_records,
     encode_scene,
     footer_records,
-    host_name,
     part_name,
     part_unit,
-    pid_alive,
     read_part_footer,
-    remove_stale_temps,
     update_index,
     write_failure,
     write_part,
 )
 from smartpretrain.data.converters.base import ConversionError, DropReason, SceneConverter
+from smartpretrain.io.atomic import atomic_write_text, host_name, pid_alive, remove_stale_temps
 
 CONVERTER_VERSION = "1.0"
 FINGERPRINT_MODES = ("stat", "content")

@@ -38,7 +38,6 @@ import argparse
 import itertools
 import json
 import math
-import os
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -51,6 +50,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
+
+from smartpretrain.io.atomic import atomic_output, atomic_write_bytes
 
 try:  # orjson is a project dependency; fall back to the stdlib if it is missing
     import orjson
@@ -990,13 +991,6 @@ def simulate_agents(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _dumps(obj: Any) -> bytes:
     if orjson is not None:
         return orjson.dumps(obj)
@@ -1133,10 +1127,9 @@ def generate_av2(
         scene_dir = out / scenario_id
         scene_dir.mkdir(parents=True, exist_ok=True)
         pq_path = scene_dir / f"scenario_{scenario_id}.parquet"
-        tmp = scene_dir / f".{pq_path.name}.tmp-{os.getpid()}"
-        pq.write_table(table, tmp)
-        os.replace(tmp, pq_path)
-        _atomic_write_bytes(scene_dir / f"log_map_archive_{scenario_id}.json", _dumps(vector_map))
+        with atomic_output(pq_path, make_parents=False) as tmp:
+            pq.write_table(table, tmp)
+        atomic_write_bytes(scene_dir / f"log_map_archive_{scenario_id}.json", _dumps(vector_map))
         dirs.append(scene_dir)
     return dirs
 
@@ -1205,7 +1198,7 @@ def write_av1_vector_map(path: str | Path, lanes: Sequence[AV1Lane]) -> None:
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, text.encode())
 
 
 def read_av1_vector_map(path: str | Path) -> list[AV1Lane]:
@@ -1358,7 +1351,7 @@ def generate_av1(
     for index in tqdm(indices, desc=f"synthetic av1/{split}", unit="scene", disable=not progress):
         city, text, lanes = _av1_scene(seed, index)
         path = out / f"{index + 1}.csv"
-        _atomic_write_bytes(path, text.encode())
+        atomic_write_bytes(path, text.encode())
         paths.append(path)
         city_lanes.setdefault(city, []).extend(lanes)
     if with_map:

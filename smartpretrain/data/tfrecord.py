@@ -31,7 +31,7 @@ from typing import IO, Literal, TypeAlias
 
 import crc32c as _crc32c
 
-from smartpretrain.io.atomic import fsync_dir
+from smartpretrain.io.atomic import atomic_output
 
 __all__ = [
     "Compression",
@@ -311,33 +311,22 @@ def write_records(path: StrPath, records: Iterable[bytes], compression: Literal[
     """Write ``records`` as a TFRecord file atomically; returns the number of records written.
 
     Each record is framed as ``uint64 length | uint32 masked_crc32c(length bytes) | data | uint32
-    masked_crc32c(data)``. The file is written to ``.{name}.tmp.{pid}`` in the same folder, flushed, fsynced and
-    renamed over ``path`` (replacing an existing file), so readers never see a partial file; on any error the temp
-    file is removed and an existing ``path`` is left untouched. ``compression="gzip"`` gzips the whole stream
+    masked_crc32c(data)``. The file is written through :func:`smartpretrain.io.atomic.atomic_output` (temp file
+    in the same folder, fsync, rename over an existing ``path``), so readers never see a partial file; on any error
+    the temp file is removed and an existing ``path`` is left untouched. ``compression="gzip"`` gzips the stream
     (deterministically: no file name or time stamp in the gzip header).
     """
     if compression not in ("gzip", "none"):
         raise ValueError(f"compression must be 'gzip' or 'none', not {compression!r}")
     target = Path(os.fspath(path))
-    tmp = target.with_name(f".{target.name}.tmp.{os.getpid()}")
     count = 0
-    try:
-        with open(tmp, "wb") as raw:
-            out: IO[bytes] = (
-                gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if compression == "gzip" else raw
-            )
-            try:
-                for data in records:
-                    out.write(encode_record(data))
-                    count += 1
-            finally:
-                if out is not raw:
-                    out.close()  # writes the gzip trailer; does not close ``raw``
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
+    with atomic_output(target, make_parents=False) as tmp, open(tmp, "wb") as raw:
+        out: IO[bytes] = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if compression == "gzip" else raw
+        try:
+            for data in records:
+                out.write(encode_record(data))
+                count += 1
+        finally:
+            if out is not raw:
+                out.close()  # writes the gzip trailer; does not close ``raw``
     return count

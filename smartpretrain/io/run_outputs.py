@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from smartpretrain.data.cache import atomic_write_text
+from smartpretrain.io.atomic import atomic_write_text
 
 
 def load_stage_result(path: Path) -> dict[str, Any] | None:

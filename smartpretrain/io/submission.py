@@ -26,7 +26,6 @@ folder and moved into place with ``os.replace``, so a reader never sees a partia
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +34,8 @@ from typing import Any
 import numpy as np
 from av2.datasets.motion_forecasting.constants import AV2_SCENARIO_PRED_TIMESTEPS
 from av2.datasets.motion_forecasting.eval.submission import ChallengeSubmission
+
+from smartpretrain.io.atomic import atomic_output
 
 #: future steps per trajectory the AV2 leaderboard expects (6 s at 10 Hz)
 AV2_HORIZON: int = AV2_SCENARIO_PRED_TIMESTEPS
@@ -177,15 +178,8 @@ def write_av2_submission(predictions: Predictions, path: str | os.PathLike[str],
     submission = build_challenge_submission(predictions, renormalize=renormalize)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         submission.to_parquet(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -24,7 +24,7 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.loggers import CSVLogger
 
 from smartpretrain.backbones.base import Backbone
-from smartpretrain.data.cache import atomic_write_text
+from smartpretrain.io.atomic import atomic_write_text
 from smartpretrain.io.checkpoints import (
     extract_state_dict,
     load_checkpoint,

@@ -11,7 +11,6 @@ test or a DataLoader worker neither opens windows nor leaks global figure state.
 from __future__ import annotations
 
 import os
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from matplotlib.transforms import Affine2D
 
 from smartpretrain.data.scene import Scene
 from smartpretrain.data.taxonomy import AgentRole, LineType, PolygonType, Side
+from smartpretrain.io.atomic import atomic_output
 
 __all__ = ["ROLE_COLORS", "SDC_COLOR", "plot_scene", "save_figure_png", "save_scene_png"]
 
@@ -396,14 +396,6 @@ def save_figure_png(fig: Figure, path: str | os.PathLike[str], *, dpi: float = 1
     """Write ``fig`` as a PNG atomically (temp file in the same folder, fsync, rename); creates parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # same folder: rename is atomic
-    try:
-        with open(tmp, "xb") as f:
-            fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "xb") as f:
+        fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1)
     return path

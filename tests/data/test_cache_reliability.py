@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import smartpretrain.io.atomic as atomic_mod
 from smartpretrain import convert as convert_mod
 from smartpretrain.config import compose_config
 from smartpretrain.data import cache as cache_mod
@@ -38,15 +39,14 @@ from smartpretrain.data.cache import (
     SceneCache,
     encode_scene,
     footer_records,
-    host_name,
     read_part_footer,
-    temp_path,
 )
 from smartpretrain.data.conversion import ConversionLockedError, ConversionSettings, convert_split
 from smartpretrain.data.converters.av1 import Av1Converter
 from smartpretrain.data.converters.av2 import Av2Converter
 from smartpretrain.data.converters.womd import WomdConverter
 from smartpretrain.data.synthetic import generate_av1, generate_av2
+from smartpretrain.io.atomic import host_name, temp_path
 from tests.conftest import REPO
 from tests.data.test_cache import assert_scenes_equal
 from tests.helpers import TinyConverter, make_tiny_scene
@@ -426,7 +426,7 @@ def test_fresh_cache_reads_and_rechecks_without_writing(raw: Path, tmp_path: Pat
 
     for module, name in (
         (cache_mod, "atomic_write_bytes"),
-        (cache_mod, "atomic_write_text"),
+        (atomic_mod, "atomic_write_bytes"),
         (conversion_mod, "atomic_write_text"),
         (convert_mod, "atomic_write_text"),
         (os, "replace"),
@@ -549,6 +549,7 @@ def test_every_cache_file_is_written_atomically(tmp_path: Path, monkeypatch) -> 
         real(path, chunks)
 
     monkeypatch.setattr(cache_mod, "atomic_write_bytes", spy)
+    monkeypatch.setattr(atomic_mod, "atomic_write_bytes", spy)  # text and JSON writes go through it
     convert_split(TinyConverter(5), tmp_path / "cache", _settings())
     assert sorted(written) == ["index.parquet", "manifest.json", "part-000000.spc", "part-000001.spc",
                                "part-000002.spc"]  # fmt: skip

@@ -22,6 +22,7 @@ from smartpretrain.data.tfrecord import (
     read_record_at,
     write_records,
 )
+from smartpretrain.io.atomic import host_name, temp_owner
 
 WOMD_FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "womd"
 
@@ -359,7 +360,10 @@ def test_write_replaces_atomically_and_leaves_no_temp_file(
 
     monkeypatch.setattr(tfrecord.os, "replace", spy_replace)
     assert write_records(str(path), SMALL, compression=compression) == 3  # type: ignore[arg-type]
-    assert renames == [(str(tmp_path / f".out.tfrecord.tmp.{os.getpid()}"), str(path))]
+    # the one temp scheme of smartpretrain.io.atomic: ".{name}.tmp.{host}.{pid}.{random}" beside the target
+    assert len(renames) == 1 and renames[0][1] == str(path)
+    assert Path(renames[0][0]).name.startswith(".out.tfrecord.tmp.")
+    assert temp_owner(Path(renames[0][0]).name) == (host_name(), os.getpid())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tfrecord"]
     assert list(iter_records(path)) == SMALL
 
