@@ -3,7 +3,7 @@
     python scripts/av1_small_run.py --epochs 6 --work-dir outputs/av1_small_run
 
 Converts ../shared/data/av1 {train, val} (1956 / 579 scenes), evaluates the constant-velocity baseline, trains
-`model=qcnet_small` with `train.sh`'s code path, evaluates its best checkpoint, and prints + writes the
+`model=qcnet_small` with `train.sh`'s code path, evaluates its best checkpoint (one pipeline), and prints + writes the
 side-by-side val metrics (focal agent, K = 6 and K = 1) to `results.json` in the work dir.
 """
 
@@ -13,11 +13,11 @@ import argparse
 import json
 from pathlib import Path
 
-from smartpretrain.config import compose_config
 from smartpretrain.data.conversion import ConversionSettings, convert_split
 from smartpretrain.data.converters.av1 import Av1Converter
-from smartpretrain.evaluate import evaluate, format_table
-from smartpretrain.finetune import run as finetune
+from smartpretrain.io.atomic import atomic_write_text
+from smartpretrain.runs.evaluation import format_table
+from smartpretrain.runs.pipeline import ArmSpec, EvaluateSpec, FinetuneSpec, Weights, run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 AV1 = REPO.parent / "shared" / "data" / "av1"
@@ -38,30 +38,29 @@ def main() -> None:
         convert_split(Av1Converter(AV1, split), cache / "av1" / split, ConversionSettings(num_workers=args.workers))
     common = ["data=av1", f"cache_root={cache}", f"num_workers={args.workers}"]
 
-    cv = evaluate(
-        compose_config("evaluate", [*common, "model=constant_velocity", "ckpt_path=null", "mode=val"]),
-        args.work_dir / "eval_constant_velocity",
-    )
-    train_cfg = compose_config(
-        "train",
-        [*common, "model=qcnet_small", f"max_epochs={args.epochs}", f"batch_size={args.batch_size}", f"lr={args.lr}"],
-    )
-    finetune(train_cfg, args.work_dir / "train_qcnet_small")
-    best = sorted((args.work_dir / "train_qcnet_small" / "checkpoints").glob("epoch*.ckpt"))
-    best_ckpt = min(best, key=lambda p: float(p.stem.split("minFDE")[1]))
-    qc = evaluate(
-        compose_config("evaluate", [*common, "model=qcnet_small", f"ckpt_path={best_ckpt}", "mode=val", "num_plots=4"]),
-        args.work_dir / "eval_qcnet_small",
-    )
-    keys = sorted({k for m in (cv["metrics"], qc["metrics"]) for k in m if "/" not in k})
+    baseline = ArmSpec(
+        "constant_velocity",
+        EvaluateSpec(args.work_dir / "eval_constant_velocity", [*common, "model=constant_velocity", "ckpt_path=null",
+                                                                  "mode=val"]),
+    )  # fmt: skip
+    qcnet = ArmSpec(
+        "qcnet_small",
+        EvaluateSpec(args.work_dir / "eval_qcnet_small", [*common, "model=qcnet_small", "mode=val", "num_plots=4"],
+                     weights=Weights.BEST),
+        FinetuneSpec(args.work_dir / "train_qcnet_small", [*common, "model=qcnet_small", f"max_epochs={args.epochs}",
+                                                             f"batch_size={args.batch_size}", f"lr={args.lr}"]),
+    )  # fmt: skip
+    done = run_pipeline([baseline, qcnet])
+    cv, qc = done.arms["constant_velocity"].metrics, done.arms["qcnet_small"].metrics
+    keys = sorted({k for m in (cv, qc) for k in m if "/" not in k})
     print(f"\n{'metric':<16}{'const. velocity':>16}{'QCNet small':>14}   (CV has one mode: its K=6 = its K=1)")
     for k in keys:
-        cv_value = cv["metrics"].get(k, cv["metrics"].get(k.replace("_6", "_1")))
-        print(f"{k:<16}{cv_value:>16.4f}{qc['metrics'][k]:>14.4f}")
-    results = {"epochs": args.epochs, "checkpoint": str(best_ckpt), "constant_velocity": cv["metrics"],
-               "qcnet_small": qc["metrics"]}  # fmt: skip
-    (args.work_dir / "results.json").write_text(json.dumps(results, indent=2))
-    print(format_table(qc["metrics"]))
+        cv_value = cv.get(k, cv.get(k.replace("_6", "_1")))
+        print(f"{k:<16}{cv_value:>16.4f}{qc[k]:>14.4f}")
+    results = {"epochs": args.epochs, "checkpoint": done.arms["qcnet_small"].checkpoint, "constant_velocity": cv,
+               "qcnet_small": qc}  # fmt: skip
+    atomic_write_text(args.work_dir / "results.json", json.dumps(results, indent=2))
+    print(format_table(qc))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def make_transform(pipeline: str, model: str, dataset: str) -> tuple[Any, Any]:
     from smartpretrain.config import compose_config
     from smartpretrain.data.datamodule import collate_as_list
     from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
-    from smartpretrain.pretrain import build_pretrain_backbone
+    from smartpretrain.runs.pretraining import build_pretrain_backbone
 
     if pipeline == "cache":
         return None, collate_as_list

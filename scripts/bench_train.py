@@ -8,8 +8,9 @@ Two kinds of step (``--kinds``, default both):
 
 * ``finetune``: the backbone's forecasting forward + loss + backward + AdamW step (``configs/train.yaml``).
 * ``ssl``: one SmartPretrain pre-training step of :class:`~smartpretrain.tasks.pretrain.PretrainTask` as built by
-  :func:`smartpretrain.pretrain.build_task` from ``configs/pretrain.yaml`` (the model with its ``pretrain_overrides``,
-  e.g. QCNet's single-mode propose stack, plus the SSL heads of the model's SSL experiment, see ``SSL_EXPERIMENTS``):
+  :func:`smartpretrain.runs.pretraining.build_task` from ``configs/pretrain.yaml`` (the model with its
+  ``pretrain_overrides``, e.g. QCNet's single-mode propose stack, plus the SSL heads of the model's SSL experiment,
+  see ``SSL_EXPERIMENTS``):
   the schedule values and momentum (EMA) update of ``on_train_batch_start``, the online branch on view A, the momentum
   branch on views A and B (no grad), TCL + TRL, backward and AdamW step. Its batches are the same scene copies cut
   into two temporal views (``SSLViewTransform(TemporalViewSampler(view_window), adapter)``, windows drawn from a
@@ -122,7 +123,7 @@ def ssl_case(model_name: str, batch_size: int, steps: int, device: str, precisio
     import torch
 
     from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
-    from smartpretrain.pretrain import build_task
+    from smartpretrain.runs.pretraining import build_task
     from smartpretrain.ssl.momentum import ema_update
 
     overrides = ["data=av2", f"model={model_name}"]

@@ -17,7 +17,6 @@ import json
 import shutil
 from pathlib import Path
 
-from smartpretrain.config import compose_config
 from smartpretrain.data.conversion import ConversionSettings, convert_split
 from smartpretrain.data.converters.av1 import Av1Converter
 from smartpretrain.data.converters.av2 import Av2Converter
@@ -25,7 +24,7 @@ from smartpretrain.data.converters.womd import WomdConverter
 from smartpretrain.data.synthetic import generate_av2
 from smartpretrain.io.atomic import atomic_write_text
 from smartpretrain.io.run_outputs import epoch_metrics
-from smartpretrain.pretrain import run as pretrain
+from smartpretrain.runs.pipeline import PretrainSpec, run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -78,9 +77,10 @@ def main() -> None:
         f"+data.components.demo={{cache: {cache / 'demo'}, train_split: train, val_split: val, view_window: 50, "
         f"weight: {w_demo}}}",
     ]  # fmt: skip
-    cfg = compose_config("pretrain", overrides)
     out = args.work_dir / "pretrain"
-    final = pretrain(cfg, out)
+    pretraining = run_pipeline(pretrain=PretrainSpec(out, overrides)).pretrain
+    assert pretraining is not None  # a pipeline of a pre-training alone always runs it
+    final = pretraining.values
 
     columns = [f"val_{obj}/{src}" for obj in ("tcl", "trl") for src in SOURCES]
     curve = epoch_metrics(out, ["val_loss", *columns])

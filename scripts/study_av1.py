@@ -26,77 +26,32 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from smartpretrain.io.atomic import atomic_output, atomic_write_text
 from smartpretrain.io.run_outputs import epoch_metrics, load_stage_result, machine_info
+from smartpretrain.runs.comparison import (
+    ARM_LABELS,
+    PRETRAIN_ARMS,
+    STUDY_METRICS,
+    markdown_table,
+    parse_epochs,
+    summarise,
+)
+from smartpretrain.runs.pipeline import (
+    ArmSpec,
+    EvaluateSpec,
+    FinetuneSpec,
+    PretrainSpec,
+    Stage,
+    StageEvent,
+    run_pipeline,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 AV1_RAW = REPO.parent / "shared" / "data" / "av1"
-METRICS = ("minADE_6", "minFDE_6", "MR_6", "brier-minFDE_6")
-
-# arm -> (pre-training overrides, branch to transfer); scratch has no pre-training
-PRETRAIN_ARMS: dict[str, tuple[list[str], str]] = {
-    "tcl": (["ssl.objectives.trl.weight=0"], "momentum"),
-    "trl": (["ssl.objectives.tcl.weight=0"], "momentum"),
-    "tcl_trl": ([], "momentum"),
-    "mae": (["ssl.objectives.mae.weight=1", "ssl.objectives.tcl.weight=0", "ssl.objectives.trl.weight=0"], "online"),
-    "all": (["ssl.objectives.mae.weight=1"], "momentum"),
-}
-ARM_LABELS = {"scratch": "scratch", "tcl": "TCL", "trl": "TRL", "tcl_trl": "TCL + TRL", "mae": "MAE",
-              "all": "TCL + TRL + MAE"}  # fmt: skip
-
-
-def parse_epochs(items: list[str], fractions: list[float], flag: str = "--finetune-epochs") -> dict[float, int]:
-    """``["0.1=24", "1.0=4"]`` -> ``{0.1: 24, 1.0: 4}``; every fraction needs a value."""
-    budget = {float(k): int(v) for k, v in (item.split("=", 1) for item in items)}
-    missing = [f for f in fractions if f not in budget]
-    if missing:
-        raise SystemExit(f"{flag} has no budget for fraction(s) {missing} (give e.g. {missing[0]}=10)")
-    return budget
-
-
-def summarise(runs: list[dict[str, Any]], arms: list[str], fractions: list[float]) -> dict[str, Any]:
-    """Mean ± std (sample, over seeds) per (fraction, arm) and the change of the mean minFDE_6 vs scratch."""
-    table: dict[str, dict[str, Any]] = {}
-    for fraction in fractions:
-        per_arm: dict[str, Any] = {}
-        for arm in arms:
-            chosen = [r for r in runs if r["arm"] == arm and r["fraction"] == fraction]
-            if not chosen:
-                continue
-            entry: dict[str, Any] = {"seeds": [r["seed"] for r in chosen]}
-            for m in METRICS:
-                values = [r["metrics"][m] for r in chosen]
-                entry[m] = {
-                    "mean": statistics.fmean(values),
-                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                    "values": values,
-                }
-            per_arm[arm] = entry
-        scratch = per_arm.get("scratch", {}).get("minFDE_6", {}).get("mean")
-        for arm, entry in per_arm.items():
-            if scratch and arm != "scratch":
-                entry["minFDE_6_change_pct"] = (entry["minFDE_6"]["mean"] - scratch) / scratch * 100.0
-        table[f"{fraction:g}"] = per_arm
-    return table
-
-
-def markdown_table(summary: dict[str, Any], num_train: int) -> str:
-    head = "| labels | arm | seeds | " + " | ".join(METRICS) + " | minFDE_6 vs scratch |"
-    lines = [head, "|" + "---|" * (len(METRICS) + 4)]
-    for fraction, per_arm in summary.items():
-        labelled = max(1, round(num_train * float(fraction)))
-        for arm, entry in per_arm.items():
-            cells = [f"{entry[m]['mean']:.3f} ± {entry[m]['std']:.3f}" for m in METRICS]
-            change = entry.get("minFDE_6_change_pct")
-            lines.append(
-                f"| {float(fraction) * 100:g} % ({labelled}) | {ARM_LABELS.get(arm, arm)} | {len(entry['seeds'])} | "
-                + " | ".join(cells)
-                + f" | {'—' if change is None else f'{change:+.1f} %'} |"
-            )
-    return "\n".join(lines)
 
 
 def plot_curves(runs: list[dict[str, Any]], arms: list[str], fractions: list[float], path: Path) -> None:
@@ -156,11 +111,8 @@ def main() -> None:
     budget = parse_epochs(args.finetune_epochs, args.fractions)
     val_every = parse_epochs(args.val_every, args.fractions, "--val-every")
 
-    from smartpretrain import finetune, pretrain
-    from smartpretrain.config import compose_config
     from smartpretrain.data.conversion import ConversionSettings, convert_split
     from smartpretrain.data.converters.av1 import Av1Converter
-    from smartpretrain.evaluate import evaluate
 
     start = time.perf_counter()
     cache = args.cache_root or args.out / "cache"
@@ -175,55 +127,53 @@ def main() -> None:
             f"batch_size={args.batch_size}", f"model={args.model}", *args.model_overrides]  # fmt: skip
     timings: dict[str, float] = {}
 
-    def pretrained(arm: str, seed: int) -> str:
-        pre_seed = seed if args.pretrain_per_seed else args.pretrain_seed
-        run_dir = args.out / f"pretrain_{arm}_s{pre_seed}"
-        done = load_stage_result(run_dir / "final_metrics.json")
-        if done is None:
-            t0 = time.perf_counter()
-            overrides, _ = PRETRAIN_ARMS[arm]
-            cfg = compose_config(
-                "pretrain",
-                [f"experiment={args.experiment}", *data, f"seed={pre_seed}", f"max_epochs={args.pretrain_epochs}",
-                 *overrides, *args.pretrain_overrides],
-            )  # fmt: skip
-            done = pretrain.run(cfg, run_dir)
-            timings[run_dir.name] = round(time.perf_counter() - t0, 1)
-            print(f"pre-trained {arm} (seed {pre_seed}) in {timings[run_dir.name]:.0f} s", flush=True)
-        moved = run_dir / "checkpoints" / "last.ckpt"  # outputs moved since: the run folder is the truth
-        return str(moved if moved.exists() else done["last_checkpoint"])
+    def pretraining(arm: str, pre_seed: int) -> PretrainSpec:
+        overrides, _ = PRETRAIN_ARMS[arm]
+        return PretrainSpec(
+            args.out / f"pretrain_{arm}_s{pre_seed}",
+            [f"experiment={args.experiment}", *data, f"seed={pre_seed}", f"max_epochs={args.pretrain_epochs}",
+             *overrides, *args.pretrain_overrides],
+        )  # fmt: skip
+
+    def note_pretraining(arm: str, pre_seed: int) -> Callable[[StageEvent], None]:
+        """Time and announce a pre-training that ran, before its fine-tuning starts."""
+
+        def note(event: StageEvent) -> None:
+            if event.stage is Stage.PRETRAIN and event.result is not None and event.result.seconds is not None:
+                timings[event.run_dir.name] = round(event.result.seconds, 1)
+                print(f"pre-trained {arm} (seed {pre_seed}) in {timings[event.run_dir.name]:.0f} s", flush=True)
+
+        return note
 
     runs: list[dict[str, Any]] = []
     for fraction in args.fractions:
         for arm in args.arms:
             for seed in args.seeds:
+                pre_seed = seed if args.pretrain_per_seed else args.pretrain_seed
                 run_dir = args.out / f"finetune_f{fraction:g}_{arm}_s{seed}"
-                metrics = load_stage_result(run_dir / "eval_metrics.json")
-                if metrics is None:
-                    t0 = time.perf_counter()
-                    extra: list[str] = []
-                    if arm != "scratch":
-                        extra = [
-                            f"pretrained_ckpt={pretrained(arm, seed)}",
-                            f"pretrained_branch={PRETRAIN_ARMS[arm][1]}",
-                        ]
-                    cfg = compose_config(
-                        "train",
-                        [*data, f"seed={seed}", f"max_epochs={budget[fraction]}", f"lr={args.finetune_lr}",
-                         f"train_fraction={fraction}", "train_subset_seed=0",
-                         f"++trainer.check_val_every_n_epoch={val_every[fraction]}", *extra, *args.finetune_overrides],
-                    )  # fmt: skip
-                    if not (run_dir / "final_metrics.json").exists():
-                        finetune.run(cfg, run_dir)
-                    eval_cfg = compose_config(
-                        "evaluate", [*data[:2], f"model={args.model}", *args.model_overrides,
-                                     f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"],
-                    )  # fmt: skip
-                    metrics = evaluate(eval_cfg, run_dir / "evaluate")["metrics"]
+                branch = [] if arm == "scratch" else [f"pretrained_branch={PRETRAIN_ARMS[arm][1]}"]
+                finetune = FinetuneSpec(
+                    run_dir,
+                    [*data, f"seed={seed}", f"max_epochs={budget[fraction]}", f"lr={args.finetune_lr}",
+                     f"train_fraction={fraction}", "train_subset_seed=0",
+                     f"++trainer.check_val_every_n_epoch={val_every[fraction]}", *branch, *args.finetune_overrides],
+                    from_pretrained=arm != "scratch",
+                )  # fmt: skip
+                evaluation = EvaluateSpec(
+                    run_dir / "evaluate", [*data[:2], f"model={args.model}", *args.model_overrides]
+                )
+                done = run_pipeline(
+                    [ArmSpec(arm, evaluation, finetune)],
+                    pretrain=None if arm == "scratch" else pretraining(arm, pre_seed),
+                    on_stage=note_pretraining(arm, pre_seed),
+                ).arms[arm]
+                metrics = done.metrics
+                if not (run_dir / "eval_metrics.json").exists():
                     atomic_write_text(run_dir / "eval_metrics.json", json.dumps(metrics, indent=2))
-                    timings[run_dir.name] = round(time.perf_counter() - t0, 1)
-                runs.append({"arm": arm, "fraction": fraction, "seed": seed, "metrics": metrics,
-                             "curve": epoch_metrics(run_dir, METRICS, prefix="val_", trigger="minFDE_6")})  # fmt: skip
+                if not done.evaluation.reused:
+                    timings[run_dir.name] = round(done.seconds, 1)
+                curve = epoch_metrics(run_dir, STUDY_METRICS, prefix="val_", trigger="minFDE_6")
+                runs.append({"arm": arm, "fraction": fraction, "seed": seed, "metrics": metrics, "curve": curve})
                 print(f"{fraction:g} {arm} seed {seed}: minFDE_6 {metrics['minFDE_6']:.4f}", flush=True)
 
     summary = summarise(runs, args.arms, args.fractions)

@@ -1,4 +1,4 @@
-"""Convert a raw dataset split into the scene cache.
+"""Convert a raw dataset split into the scene cache (the work: :mod:`smartpretrain.runs.conversion`).
 
 python -m smartpretrain.convert data=av2 data.raw_root=/data/av2 data.split=val cache_root=cache num_workers=8
 python -m smartpretrain.convert data=av1 data.raw_root=/data/av1 data.split=train shard=0/4
@@ -9,71 +9,17 @@ converting the same shard) end with one line ``smartpretrain.convert: error: ...
 
 from __future__ import annotations
 
-import logging
-import sys
-from pathlib import Path
-
 import hydra
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from smartpretrain.data.cache import CacheError
-from smartpretrain.data.conversion import ConversionSettings, StrictModeError, convert_split, summary_line
-from smartpretrain.io.atomic import atomic_write_text
-
-CONFIG_NAME = "convert_config.yaml"
-
-log = logging.getLogger("smartpretrain.convert")
-
-
-def _as_int(cfg: DictConfig, name: str) -> int:
-    value = cfg.get(name)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
-
-
-def run(cfg: DictConfig) -> dict:
-    """Run one conversion from a composed config; returns the manifest."""
-    settings = ConversionSettings(  # every option is checked here, before any work
-        num_workers=_as_int(cfg, "num_workers"),
-        scenes_per_part=_as_int(cfg, "scenes_per_part"),
-        shard=str(cfg.shard),
-        strict=bool(cfg.strict),
-        overwrite=bool(cfg.overwrite),
-        progress=bool(cfg.progress),
-        fingerprint=str(cfg.get("fingerprint", "stat")),
-    )
-    if cfg.data.get("raw_root") is None:
-        raise ValueError(f"set data.raw_root=<folder of the raw {cfg.data.name} dataset> to convert it")
-    converter = instantiate(cfg.data.converter)
-    out_dir = Path(cfg.cache_root) / cfg.data.name / cfg.data.split
-    manifest = convert_split(converter, out_dir, settings)
-    config_path = out_dir / CONFIG_NAME
-    text = OmegaConf.to_yaml(cfg, resolve=True)
-    # the configuration of the last run that changed the split; a run that changed nothing writes nothing
-    if manifest["last_run"]["cache_changed"] or not config_path.exists():
-        try:
-            atomic_write_text(config_path, text)
-        except OSError as exc:
-            if manifest["last_run"]["cache_changed"]:
-                raise CacheError(f"{config_path}: cannot write the run configuration: {exc}") from None
-            log.warning("%s: not written (%s)", config_path, exc)
-    print(summary_line(manifest, out_dir), flush=True)
-    return manifest
+from smartpretrain.runs.cli import one_line_errors
+from smartpretrain.runs.conversion import EXPECTED_ERRORS, run
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="convert")
 def main(cfg: DictConfig) -> None:
-    try:
+    with one_line_errors("smartpretrain.convert", EXPECTED_ERRORS):
         run(cfg)
-    except (StrictModeError, CacheError, OSError, ValueError) as exc:
-        # expected failures (bad input under strict=true, a cache of another schema, a wrong path or option, a
-        # full disk or read-only storage, a shard locked by another process): one clear line, no traceback;
-        # parts already written stay on disk and a re-run resumes from them
-        print(f"smartpretrain.convert: error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
     python -m smartpretrain.demo [--out demo] [--train-scenes 280] [--pretrain-epochs 3] [--finetune-epochs 3]
 
 Every stage writes its resolved config and seed next to its outputs (``<out>/runs/...``); a re-run resumes: the
-conversion skips finished parts and a training stage whose ``final_metrics.json`` exists is reused.
+conversion skips finished parts, and a stage whose result file exists is reused (stages 3-5 are one
+:func:`~smartpretrain.runs.pipeline.run_pipeline`).
 """
 
 from __future__ import annotations
@@ -21,34 +22,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from smartpretrain import convert
 from smartpretrain.config import compose_config
-from smartpretrain.data.cache import SceneCache
 from smartpretrain.data.synthetic import generate_av1, generate_av2
 from smartpretrain.io.atomic import atomic_write_text
-from smartpretrain.io.run_outputs import load_stage_result
-
-TABLE_METRICS = ("minADE_6", "minFDE_6", "MR_6", "brier-minFDE_6", "minADE_1", "minFDE_1", "MR_1")
-
-
-def convert_with_hydra(overrides: list[str]) -> dict:
-    """Compose ``configs/convert.yaml`` with ``overrides`` and run the conversion (same path as the CLI)."""
-    return convert.run(compose_config("convert", overrides))
-
-
-def side_by_side(results: dict[str, dict[str, float]], metrics: tuple[str, ...] = TABLE_METRICS) -> str:
-    """A metrics table with one column per run (first column = reference) and the relative change of the others."""
-    names = list(results)
-    rows = [m for m in metrics if all(m in results[n] for n in names)]
-    head = f"{'metric':<16}" + "".join(f"{n:>16}" for n in names) + (f"{'change':>10}" if len(names) == 2 else "")
-    lines = [head, "-" * len(head)]
-    for m in rows:
-        values = [results[n][m] for n in names]
-        line = f"{m:<16}" + "".join(f"{v:>16.4f}" for v in values)
-        if len(names) == 2 and values[1] != 0:
-            line += f"{(values[0] - values[1]) / abs(values[1]) * 100:>+9.1f}%"
-        lines.append(line)
-    return "\n".join(lines)
+from smartpretrain.runs import conversion
+from smartpretrain.runs.comparison import side_by_side
+from smartpretrain.runs.inspection import format_summary, inspect_cache
+from smartpretrain.runs.pipeline import (
+    ArmSpec,
+    EvaluateSpec,
+    FinetuneSpec,
+    PretrainSpec,
+    Stage,
+    StageEvent,
+    run_pipeline,
+)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -80,52 +68,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stage(2, "converting into the scene cache (python -m smartpretrain.convert ...) and inspecting a scene")
     # content fingerprints: the raw files are regenerated (same bytes, new mtimes) on every run
     common = [f"cache_root={cache_root}", f"num_workers={args.workers}", "scenes_per_part=32", "fingerprint=content"]
-    convert_with_hydra(["data=av2", f"data.raw_root={raw / 'av2'}", "data.split=val", *common])
+    conversion.run(compose_config("convert", ["data=av2", f"data.raw_root={raw / 'av2'}", "data.split=val", *common]))
     for split in ("train", "val"):
-        convert_with_hydra(
+        conversion.run(compose_config(
+            "convert",
             ["data=av1", f"data.raw_root={raw / 'av1'}", f"data.split={split}",
-             f"data.map_root={raw / 'av1' / 'map_files'}", *common]
-        )  # fmt: skip
-    from smartpretrain.inspect import main as inspect_main
-
+             f"data.map_root={raw / 'av1' / 'map_files'}", *common],
+        ))  # fmt: skip
     png = args.out / "scene.png"
-    inspect_main([str(SceneCache(cache_root / "av2" / "val").path), "--index", "0", "--png", str(png)])
-
-    from smartpretrain import finetune, pretrain
-    from smartpretrain.evaluate import evaluate
+    print(format_summary(inspect_cache(cache_root / "av2" / "val", index=0, png=png)))
 
     data = ["data=av1", f"cache_root={cache_root}", f"num_workers={min(args.workers, 1)}"]
     trainer = ["trainer.log_every_n_steps=5"]
-    stage(3, f"pre-training qcnet_small with TCL + TRL for {args.pretrain_epochs} epochs (./train_ssl.sh ...)")
-    pre_dir = runs / "pretrain"
-    pre_cfg = compose_config(
-        "pretrain",
+    finetune = ["model=qcnet_small", *data, *trainer, f"seed={args.seed}", f"max_epochs={args.finetune_epochs}",
+                f"batch_size={args.batch_size}", "lr=2e-3"]  # fmt: skip
+    arms = [
+        ArmSpec(
+            name,
+            EvaluateSpec(runs / f"evaluate_{name}", ["model=qcnet_small", *data, "mode=val"]),
+            FinetuneSpec(runs / f"finetune_{name}", finetune, from_pretrained=name == "pretrained"),
+        )
+        for name in ("pretrained", "scratch")
+    ]
+    pretrain = PretrainSpec(
+        runs / "pretrain",
         ["experiment=smartpretrain_cpu_small", *data, *trainer, f"seed={args.seed}",
          f"max_epochs={args.pretrain_epochs}", f"batch_size={args.batch_size}"],
     )  # fmt: skip
-    pre = load_stage_result(pre_dir / "final_metrics.json") or pretrain.run(pre_cfg, pre_dir)
-    ckpt = pre["last_checkpoint"]
-    print(f"pre-training: val SSL loss {pre['val_loss']:.4f}; checkpoint {ckpt}")
+    headers = {
+        Stage.PRETRAIN: (3, f"pre-training qcnet_small with TCL + TRL for {args.pretrain_epochs} epochs "
+                            "(./train_ssl.sh ...)"),
+        Stage.FINETUNE: (4, f"fine-tuning for {args.finetune_epochs} epochs, from the pre-trained weights and from "
+                            "scratch"),
+        Stage.EVALUATE: (5, "evaluating both on the val split (./val.sh ...)"),
+    }  # fmt: skip
 
-    stage(4, f"fine-tuning for {args.finetune_epochs} epochs, from the pre-trained weights and from scratch")
-    runs_cfg = {"pretrained": [f"pretrained_ckpt={ckpt}"], "scratch": []}
-    finals: dict[str, dict[str, Any]] = {}
-    for name, extra in runs_cfg.items():
-        run_dir = runs / f"finetune_{name}"
-        cfg = compose_config(
-            "train",
-            ["model=qcnet_small", *data, *trainer, f"seed={args.seed}", f"max_epochs={args.finetune_epochs}",
-             f"batch_size={args.batch_size}", "lr=2e-3", *extra],
-        )  # fmt: skip
-        print(f"-- {name}", flush=True)
-        finals[name] = load_stage_result(run_dir / "final_metrics.json") or finetune.run(cfg, run_dir)
+    def progress(event: StageEvent) -> None:
+        if event.result is None:
+            if event.stage in headers:
+                stage(*headers.pop(event.stage))
+            if event.stage is Stage.FINETUNE:
+                print(f"-- {event.arm}", flush=True)
+        elif event.stage is Stage.PRETRAIN:
+            values = event.result.values
+            print(f"pre-training: val SSL loss {values['val_loss']:.4f}; checkpoint {event.result.last_checkpoint}")
 
-    stage(5, "evaluating both on the val split (./val.sh ...)")
-    results: dict[str, dict[str, float]] = {}
-    for name in runs_cfg:
-        last = runs / f"finetune_{name}" / "checkpoints" / "last.ckpt"
-        cfg = compose_config("evaluate", ["model=qcnet_small", *data, f"ckpt_path={last}", "mode=val"])
-        results[name] = evaluate(cfg, runs / f"evaluate_{name}")["metrics"]
+    results = run_pipeline(arms, pretrain=pretrain, on_stage=progress).metrics()
     table = side_by_side(results)
     atomic_write_text(args.out / "results.json", json.dumps(results, indent=2))
     atomic_write_text(args.out / "results.md", "```\n" + table + "\n```\n")

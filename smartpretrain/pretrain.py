@@ -1,4 +1,4 @@
-"""Self-supervised pre-training of a backbone (``train_ssl.sh``).
+"""Self-supervised pre-training of a backbone (``train_ssl.sh``; the work: :mod:`smartpretrain.runs.pretraining`).
 
 python -m smartpretrain.pretrain data=av2 cache_root=cache model=qcnet trainer=gpu trainer.devices=8
 python -m smartpretrain.pretrain experiment=smartpretrain_cpu_small data=av1 max_epochs=3
@@ -8,197 +8,18 @@ python -m smartpretrain.pretrain ssl.objectives.trl.weight=0          # TCL only
 from __future__ import annotations
 
 import json
-import logging
-import sys
-from pathlib import Path
-from typing import Any
 
 import hydra
-import pytorch_lightning as pl
-from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from smartpretrain.backbones.base import Backbone
-from smartpretrain.data.agent_cap import AgentCap
-from smartpretrain.data.cache import CacheError
-from smartpretrain.data.datamodule import Chain, SceneDataModule
-from smartpretrain.data.sources import data_sources, is_mixture, mixture_spec
-from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
-from smartpretrain.io.checkpoints import CheckpointError
-from smartpretrain.runs.guards import (
-    RunConfigError,
-    check_batching_and_checkpoints,
-    check_cache_matches,
-    check_monitor,
-    check_range,
-    expected_dataset,
-    pretrain_monitors,
-)
-from smartpretrain.runs.trainer import build_trainer, resume_checkpoint, save_run_config, write_final_metrics
-from smartpretrain.ssl.objective import SSLObjective
-from smartpretrain.tasks.pretrain import PretrainTask
-
-log = logging.getLogger("smartpretrain.pretrain")
-
-
-def build_pretrain_backbone(cfg: DictConfig) -> Backbone:
-    """``cfg.model`` with the backbone class's ``pretrain_overrides`` (QCNet: one mode, propose stack only), then
-    ``cfg.model_overrides`` (the view length as history window) applied."""
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    model_cfg.update(getattr(get_class(model_cfg["_target_"]), "pretrain_overrides", {}))
-    model_cfg.update(OmegaConf.to_container(cfg.get("model_overrides") or OmegaConf.create({}), resolve=True))
-    return instantiate(model_cfg)
-
-
-def build_objectives(
-    cfg: DictConfig, backbone: Backbone | None = None
-) -> tuple[dict[str, SSLObjective], dict[str, float]]:
-    """Objectives with a non-zero weight, and their weights. Objectives with ``needs_backbone_at_init`` get
-    ``backbone=`` (e.g. MAE sizes its heads and builds its future tokenizer from it)."""
-    objectives: dict[str, SSLObjective] = {}
-    weights: dict[str, float] = {}
-    for name, spec in (cfg.ssl.objectives or {}).items():
-        if spec is None:
-            continue
-        spec = OmegaConf.to_container(spec, resolve=True)
-        weight = float(spec.pop("weight", 1.0))
-        if weight == 0.0:
-            continue
-        if getattr(get_class(spec["_target_"]), "needs_backbone_at_init", False):
-            if backbone is None:
-                raise ValueError(f"objective {name!r} needs the backbone to be built")
-            objectives[str(name)] = instantiate(spec, backbone=backbone)
-        else:
-            objectives[str(name)] = instantiate(spec)
-        weights[str(name)] = weight
-    if not objectives:
-        raise ValueError("every SSL objective is switched off (ssl.objectives.*.weight = 0)")
-    return objectives, weights
-
-
-def build_task(cfg: DictConfig) -> PretrainTask:
-    backbone = build_pretrain_backbone(cfg)
-    objectives, weights = build_objectives(cfg, backbone)
-    ssl = cfg.ssl
-    return PretrainTask(
-        backbone,
-        objectives,
-        weights,
-        window=int(ssl.window),
-        proj_hidden_dim=int(ssl.proj_hidden_dim),
-        proj_dim=int(ssl.proj_dim),
-        lr_start=float(ssl.lr_start),
-        lr_peak=float(ssl.lr_peak),
-        lr_end=float(ssl.lr_end),
-        warmup_epochs=float(ssl.warmup_epochs),
-        max_epochs=float(cfg.max_epochs),
-        weight_decay_start=float(ssl.weight_decay_start),
-        weight_decay_end=float(ssl.weight_decay_end),
-        momentum_base=float(ssl.momentum_base),
-        sources=[s.name for s in data_sources(cfg, "train")] if is_mixture(cfg) else None,
-    )
-
-
-def build_datamodule(cfg: DictConfig, backbone: Backbone, with_full: bool = False) -> SceneDataModule:
-    """Views per source (each dataset of a mixture with its own view length), one adapter, mixture sampling;
-    ``with_full`` also adapts the whole scenes (objectives with ``needs_full_scene``)."""
-    adapter = backbone.make_adapter()
-    window = int(cfg.ssl.window)
-    seed = int(cfg.seed)
-    mixed = is_mixture(cfg)
-
-    def transforms(split: str, deterministic: bool) -> tuple[list[Path], list[SSLViewTransform]]:
-        sources = data_sources(cfg, split)
-        too_long = [s.name for s in sources if mixed and s.view_window > window]
-        if too_long:
-            raise ValueError(f"view_window of {too_long} exceeds ssl.window={window} (set data.view_window)")
-        return [s.path for s in sources], [
-            SSLViewTransform(
-                TemporalViewSampler(s.view_window if mixed else window, deterministic=deterministic, seed=seed),
-                adapter,
-                source=s.name if mixed else None,
-                with_full=with_full,
-            )
-            for s in sources
-        ]
-
-    train_paths, train = transforms("train", deterministic=False)
-    val_paths, val = transforms("val", deterministic=True) if cfg.get("val_split") else (None, None)
-    batching = cfg.get("batching") or {}
-    cap = batching.get("max_agents_per_scene")
-    train_transforms: list[Any] = [Chain(AgentCap(int(cap)), t) for t in train] if cap else list(train)
-    return SceneDataModule(
-        train=train_paths,
-        val=val_paths,
-        batch_size=int(cfg.batch_size),
-        num_workers=int(cfg.num_workers),
-        train_transform=train_transforms,
-        eval_transform=val,
-        collate_fn=train[0].collate,
-        mixture=mixture_spec(cfg, data_sources(cfg, "train")),
-        seed=seed,
-        max_agents_per_batch=batching.get("max_agents_per_batch"),
-        max_agents_per_scene=cap,
-    )
-
-
-def check_pretrain_config(cfg: DictConfig) -> None:
-    """Options in range and caches that match ``data=`` (two views must fit every scene), before any work."""
-    check_range("batch_size", cfg.batch_size, 1, integer=True)
-    check_range("num_workers", cfg.num_workers, 0, integer=True)
-    check_range("max_epochs", cfg.max_epochs, 1)
-    check_range("ssl.window", cfg.ssl.window, 2, integer=True)
-    names = [str(n) for n, spec in (cfg.ssl.objectives or {}).items() if spec is not None]
-    check_monitor(cfg.monitor, pretrain_monitors(names))
-    check_range("save_top_k", cfg.get("save_top_k", 3), -1, integer=True)
-    check_batching_and_checkpoints(cfg)
-    splits = ["train", "val"] if cfg.get("val_split") else ["train"]
-    for split in splits:
-        for source in data_sources(cfg, split):
-            dataset = expected_dataset(cfg, source.name)
-            window = source.view_window if is_mixture(cfg) else int(cfg.ssl.window)
-            check_cache_matches(source.path, dataset, min_steps=2 * window)
-
-
-def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Pre-train; returns the final logged values. Checkpoints: ``out_dir/checkpoints`` (best-k by val loss + last)."""
-    check_pretrain_config(cfg)
-    resume = resume_checkpoint(cfg)
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    save_run_config(cfg, out_dir)
-    task = build_task(cfg)
-    try:
-        datamodule = build_datamodule(cfg, task.backbone, with_full=task.needs_full_scene)
-        datamodule.setup("fit")
-    except ValueError as exc:
-        raise RunConfigError(str(exc)) from exc
-    batching = cfg.get("batching") or {}
-    trainer, checkpoints = build_trainer(
-        cfg, out_dir, filename="epoch{epoch:03d}-loss{val_loss:.4f}", save_top_k=int(cfg.save_top_k),
-        lr_interval="step", use_distributed_sampler=False,
-        sync_batchnorm=False,  # the SSL heads' BatchNorm is already global (GlobalBatchNorm1d)
-        reload_dataloaders_every_n_epochs=1 if batching.get("max_agents_per_batch") else 0,
-    )  # fmt: skip
-    print(f"pre-training {type(task.backbone).__name__} with {', '.join(task.objectives)} -> {out_dir}", flush=True)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
-    metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if metrics:
-        metrics["best_checkpoint"] = checkpoints.best_model_path
-        metrics["last_checkpoint"] = checkpoints.last_model_path
-    return write_final_metrics(out_dir, metrics, trainer, resume)
-
-
-EXPECTED_ERRORS = (RunConfigError, CacheError, CheckpointError, FileNotFoundError)
+from smartpretrain.runs.cli import hydra_run_dir, one_line_errors
+from smartpretrain.runs.pretraining import EXPECTED_ERRORS, run
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="pretrain")
 def main(cfg: DictConfig) -> None:
-    out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-    try:
-        metrics = run(cfg, out_dir)
-    except EXPECTED_ERRORS as exc:
-        print(f"smartpretrain.pretrain: error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+    with one_line_errors("smartpretrain.pretrain", EXPECTED_ERRORS):
+        metrics = run(cfg, hydra_run_dir())
     print(json.dumps(metrics, indent=2), flush=True)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from smartpretrain.data.cache import SceneCache
-from smartpretrain.demo import main, side_by_side
+from smartpretrain.demo import main
+from smartpretrain.runs.comparison import side_by_side
 
 
 def test_side_by_side_table() -> None:

@@ -31,9 +31,9 @@ from smartpretrain.data.converters.base import ConvertedScene
 from smartpretrain.data.scene import Scene
 from smartpretrain.data.taxonomy import AgentRole, Dataset
 from smartpretrain.data.worker_transfer import pack, unpack
-from smartpretrain.evaluate import METRIC_DATASETS, EvaluationError, evaluate
-from smartpretrain.finetune import build_backbone
 from smartpretrain.io.submission import read_av2_submission
+from smartpretrain.runs.evaluation import METRIC_DATASETS, EvaluationError, evaluate
+from smartpretrain.runs.trainer import build_backbone
 from tests.conftest import REPO
 from tests.helpers import TinyConverter, make_tiny_scene
 
@@ -161,7 +161,11 @@ def test_describe_batch_names_a_batch_without_description() -> None:
     with pytest.raises(TypeError, match="HeteroData batch carries no BatchDescription"):
         describe_batch(adapter(make_tiny_scene()))  # a sample, not a collated batch
     with pytest.raises(ValueError, match="agent_scene must have shape"):
-        BatchDescription(["s"], ["av2"], torch.zeros(1, 3, dtype=torch.float64), ["t1", "t2"], torch.zeros(1))
+        BatchDescription(
+            ["s"], ["av2"], torch.zeros(1, 3, dtype=torch.float64), ["t1", "t2"], torch.zeros(1),
+            agent_index=torch.zeros(2, dtype=torch.long), agent_role=torch.zeros(2, dtype=torch.long),
+            current_step=torch.zeros(1, dtype=torch.long),
+        )  # fmt: skip
 
 
 def test_metric_groups_are_every_dataset() -> None:

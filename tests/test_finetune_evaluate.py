@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from smartpretrain.data.conversion import ConversionSettings, convert_split
 from smartpretrain.data.converters.av2 import Av2Converter
 from smartpretrain.data.datamodule import SceneDataModule
-from smartpretrain.evaluate import evaluate
-from smartpretrain.finetune import build_backbone
+from smartpretrain.runs.evaluation import evaluate
+from smartpretrain.runs.trainer import build_backbone
 from smartpretrain.tasks.finetune import FinetuneTask
 from tests.conftest import AV2_FIXTURE_ROOT, REPO
 

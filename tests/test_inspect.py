@@ -9,7 +9,8 @@ import pytest
 
 from smartpretrain.data.cache import SceneCache
 from smartpretrain.data.conversion import ConversionSettings, convert_split
-from smartpretrain.inspect import format_summary, main, summarize_cache, summarize_scene
+from smartpretrain.inspect import main
+from smartpretrain.runs.inspection import format_summary, summarize_cache, summarize_scene
 from tests.conftest import AV2_FIXTURE_ID, AV2_FIXTURE_ROOT, require_shared
 from tests.helpers import (
     TINY_AGENT_IDS,

@@ -1,4 +1,6 @@
-"""The study and benchmark scripts: aggregation, rendering, and a tiny end-to-end study that resumes."""
+"""The study and benchmark scripts: the study's aggregation (:mod:`smartpretrain.runs.comparison`), the benchmark
+report's rendering (``scripts/bench_report.py``, a docs tool loaded from its file), and a tiny end-to-end study that
+resumes."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 from smartpretrain.data.conversion import ConversionSettings, convert_split
 from smartpretrain.data.converters.av1 import Av1Converter
 from smartpretrain.data.synthetic import generate_av1
+from smartpretrain.runs.comparison import markdown_table, parse_epochs, summarise
 from tests.conftest import REPO
 
 
@@ -25,7 +28,6 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
-study = load_script("study_av1")
 report = load_script("bench_report")
 
 
@@ -38,22 +40,22 @@ def test_summary_means_stds_and_change_vs_scratch() -> None:
     runs = [_run("scratch", 0.1, s, v) for s, v in enumerate([4.0, 4.2, 4.4])]
     runs += [_run("tcl_trl", 0.1, s, v) for s, v in enumerate([3.6, 3.8, 3.7])]
     runs += [_run("scratch", 1.0, 0, 3.0)]
-    summary = study.summarise(runs, ["scratch", "tcl_trl"], [0.1, 1.0])
+    summary = summarise(runs, ["scratch", "tcl_trl"], [0.1, 1.0])
     scratch, ours = summary["0.1"]["scratch"], summary["0.1"]["tcl_trl"]
     assert scratch["minFDE_6"]["mean"] == pytest.approx(4.2)
     assert scratch["minFDE_6"]["std"] == pytest.approx(0.2)  # sample std over seeds
     assert ours["minFDE_6_change_pct"] == pytest.approx((3.7 - 4.2) / 4.2 * 100)
     assert "minFDE_6_change_pct" not in scratch
     assert summary["1"]["scratch"]["minFDE_6"]["std"] == 0.0 and "tcl_trl" not in summary["1"]
-    table = study.markdown_table(summary, num_train=1956)
+    table = markdown_table(summary, num_train=1956)
     assert "| 10 % (196) | TCL + TRL | 3 | 1.850 ± 0.050 | 3.700 ± 0.100 |" in table
     assert "-11.9 %" in table
 
 
 def test_finetune_budget_must_cover_every_fraction() -> None:
-    assert study.parse_epochs(["0.1=20", "1.0=4"], [0.1, 1.0]) == {0.1: 20, 1.0: 4}
+    assert parse_epochs(["0.1=20", "1.0=4"], [0.1, 1.0]) == {0.1: 20, 1.0: 4}
     with pytest.raises(SystemExit, match="no budget for fraction"):
-        study.parse_epochs(["0.1=20"], [0.1, 1.0])
+        parse_epochs(["0.1=20"], [0.1, 1.0])
 
 
 def test_bench_report_renders_and_detects_stale_docs(tmp_path: Path) -> None:

@@ -1,14 +1,16 @@
-"""What a backbone provides to the tasks (fine-tuning now; the SSL objectives of the pre-training task next).
+"""What a backbone provides to the tasks, the SSL objectives and the embedding API.
 
 A backbone is three things, and only these are seen from outside its folder:
 
-1. an **adapter** (:class:`BackboneAdapter`): a per-sample callable ``Scene -> sample`` that builds the
-   backbone's own input (frames, graphs, agent filtering) around ``scene.current_step``, plus a ``collate``
-   for a list of samples (which attaches the batch's :class:`BatchDescription`). It runs in DataLoader
-   workers. It is the only place where a Scene meets a model.
+1. an **adapter** (:data:`BackboneAdapter`, the data layer's
+   :class:`~smartpretrain.data.transforms.SampleAdapter`): a per-sample callable ``Scene -> sample`` that
+   builds the backbone's own input (frames, graphs, agent filtering) around ``scene.current_step``, plus a
+   ``collate`` for a list of samples (which attaches the batch's :class:`BatchDescription`). It runs in
+   DataLoader workers. It is the only place where a Scene meets a model.
 2. an **encoder** (:meth:`Backbone.encode`): batch -> backbone-specific encoding, from which
    :meth:`Backbone.agent_embeddings` returns one (or a few "query step") embeddings per agent. SSL heads see
-   nothing else.
+   nothing else; :meth:`Backbone.embed_agents` adds to them who each row is (:class:`AgentIds`, from the
+   description).
 3. a **forecasting decoder** (:meth:`Backbone.forecast`): batch + encoding -> :class:`Forecast`, K trajectories
    with mode logits per agent, in each agent's own frame at the current step; plus the backbone's own
    training loss (:meth:`Backbone.loss`) and the map back to the scene frame (:meth:`Backbone.to_scene_frame`).
@@ -18,36 +20,51 @@ Outside the backbone, a batch is read through two backbone-independent descripti
 * :class:`EvalTargets` (:meth:`Backbone.eval_targets`): ground truth, masks and roles of the agent rows of
   :attr:`Forecast.loc`, in each agent's current-step frame;
 * :class:`BatchDescription` (:func:`describe_batch`): which scenes the batch holds (scenario id, dataset, city-frame
-  origin) and which track each agent row is, in that same row order. Every adapter's ``collate`` attaches it to
-  its batch under the one generic name :data:`DESCRIPTION_KEY` (an attribute of a PyG batch, a key of a dict
-  batch); it is plain data (lists and tensors), so it survives the worker hand-over
-  (:mod:`smartpretrain.data.worker_transfer`) and moves with ``batch.to(device)``.
+  origin, current step) and which agent each row is (track id, index into the Scene's agent arrays, role), in
+  that same row order. Every adapter's ``collate`` attaches it to its batch under the one generic name
+  :data:`DESCRIPTION_KEY` (an attribute of a PyG batch, a key of a dict batch); it is plain data (lists and
+  tensors), so it survives the worker hand-over (:mod:`smartpretrain.data.worker_transfer`) and moves with
+  ``batch.to(device)``.
 
-Metrics, submission writers and the (coming) embedding API read only ``EvalTargets`` + ``BatchDescription`` (and
-:meth:`Backbone.to_scene_frame` for the scene frame), never backbone fields such as ``batch["agent"]``.
+Metrics, submission writers and the embedding API (:mod:`smartpretrain.embeddings`) read only ``EvalTargets`` +
+``BatchDescription`` (and :meth:`Backbone.to_scene_frame` for the scene frame), never backbone fields such as
+``batch["agent"]``.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from smartpretrain.data.scene import Scene
+from smartpretrain.data.transforms import SampleAdapter
+
+#: A backbone's adapter: a :class:`~smartpretrain.data.transforms.SampleAdapter` (``Scene -> sample``, ``collate``)
+#: whose ``collate`` attaches the batch's :class:`BatchDescription` under :data:`DESCRIPTION_KEY`.
+BackboneAdapter = SampleAdapter
 
 
-class BackboneAdapter(Protocol):
-    """Scene -> one backbone input sample, and the batching of such samples."""
+@dataclass
+class AgentIds:
+    """Who each row of an :class:`AgentEmbeddings` is (A rows), read from the batch's :class:`BatchDescription`.
 
-    def __call__(self, scene: Scene) -> Any: ...
+    Attributes:
+        scenario_ids: ``A`` scenario id of each row's scene.
+        track_ids: ``A`` track id of each row (``scene.agents.ids``).
+        datasets: ``A`` dataset name of each row's scene.
+        role: ``[A] long`` :class:`~smartpretrain.data.taxonomy.AgentRole` values.
+        step: ``[A] long`` current step of each row's scene: the embedding is of the history up to that step.
+    """
 
-    def collate(self, samples: list[Any]) -> Any:
-        """Batch samples; the batch carries a :class:`BatchDescription` under :data:`DESCRIPTION_KEY`."""
-        ...
+    scenario_ids: list[str]
+    track_ids: list[str]
+    datasets: list[str]
+    role: Tensor
+    step: Tensor
 
 
 @dataclass
@@ -59,11 +76,24 @@ class AgentEmbeddings:
             gives one per recurrence).
         scene_index: ``[A]`` which scene of the batch each agent belongs to.
         agent_index: ``[A]`` index of the agent in its Scene's ``agents`` arrays (for matching across views).
+        ids: who each row is (scenario, track, dataset, role, step); filled by :meth:`identified` /
+            :meth:`Backbone.embed_agents`, None from :meth:`Backbone.agent_embeddings` (the SSL heads' hot path
+            needs only the indices).
     """
 
     embeddings: Tensor
     scene_index: Tensor
     agent_index: Tensor
+    ids: AgentIds | None = None
+
+    def identified(self, description: BatchDescription) -> AgentEmbeddings:
+        """The same embeddings with :attr:`ids` read from the batch's description, each row matched by its
+        ``(scene_index, agent_index)`` (so a backbone may embed any subset of the described rows, in any order).
+
+        Raises:
+            ValueError: a row the description does not list (the backbone and its adapter disagree).
+        """
+        return replace(self, ids=description.agent_ids(description.rows_of(self.scene_index, self.agent_index)))
 
 
 @dataclass
@@ -106,7 +136,7 @@ DESCRIPTION_KEY = "description"
 
 @dataclass
 class BatchDescription:
-    """Which scenes and which tracks a collated batch holds, backbone-independent (see the module docstring).
+    """Which scenes and which agents a collated batch holds, backbone-independent (see the module docstring).
 
     S scenes, A agent rows; the agent rows are exactly those of the backbone's :attr:`Forecast.loc` and
     :class:`EvalTargets` for this batch, in the same order.
@@ -117,6 +147,9 @@ class BatchDescription:
         origin: ``[S, 3] float64`` each scene's city-frame origin (scene frame + origin = city frame).
         track_ids: ``A`` track id of each agent row.
         agent_scene: ``[A] long`` scene (index into the S scenes) of each agent row.
+        agent_index: ``[A] long`` index of each agent row in its Scene's ``agents`` arrays.
+        agent_role: ``[A] long`` :class:`~smartpretrain.data.taxonomy.AgentRole` of each agent row.
+        current_step: ``[S] long`` each scene's ``current_step`` (the present the sample was built around).
     """
 
     scenario_ids: list[str]
@@ -124,6 +157,9 @@ class BatchDescription:
     origin: Tensor
     track_ids: list[str]
     agent_scene: Tensor
+    agent_index: Tensor
+    agent_role: Tensor
+    current_step: Tensor
 
     def __post_init__(self) -> None:
         s, a = len(self.scenario_ids), len(self.track_ids)
@@ -131,10 +167,14 @@ class BatchDescription:
             raise ValueError(f"BatchDescription: {s} scenario ids but {len(self.datasets)} dataset names")
         if tuple(self.origin.shape) != (s, 3):
             raise ValueError(f"BatchDescription: origin must have shape [{s}, 3], got {tuple(self.origin.shape)}")
-        if tuple(self.agent_scene.shape) != (a,):
+        for name in ("agent_scene", "agent_index", "agent_role"):
+            shape = tuple(getattr(self, name).shape)
+            if shape != (a,):
+                raise ValueError(f"BatchDescription: {name} must have shape [{a}] (one per track id), got {shape}")
+        if tuple(self.current_step.shape) != (s,):
             raise ValueError(
-                f"BatchDescription: agent_scene must have shape [{a}] (one per track id), "
-                f"got {tuple(self.agent_scene.shape)}"
+                f"BatchDescription: current_step must have shape [{s}] (one per scene), "
+                f"got {tuple(self.current_step.shape)}"
             )
 
     @classmethod
@@ -143,22 +183,34 @@ class BatchDescription:
         scenario_ids: Sequence[str],
         datasets: Sequence[str],
         origins: Sequence[Any],
+        current_steps: Sequence[int],
         track_ids: Sequence[Sequence[str]],
+        agent_index: Sequence[Any],
+        agent_roles: Sequence[Any],
     ) -> BatchDescription:
-        """From per-scene values: ``origins`` one ``[3]`` (or ``[1, 3]``) array-like per scene, ``track_ids`` the
-        scene's agent rows in order (the rows of the batch are the scenes' rows concatenated)."""
+        """From per-scene values: ``origins`` one ``[3]`` (or ``[1, 3]``) array-like per scene; ``track_ids``,
+        ``agent_index`` and ``agent_roles`` the scene's agent rows in order (the rows of the batch are the scenes'
+        rows concatenated)."""
         origin = (
             torch.stack([torch.as_tensor(o, dtype=torch.float64).reshape(3) for o in origins])
             if len(origins)
             else torch.zeros(0, 3, dtype=torch.float64)
         )
         counts = torch.tensor([len(ids) for ids in track_ids], dtype=torch.long)
+
+        def rows(per_scene: Sequence[Any]) -> Tensor:
+            parts = [torch.as_tensor(x, dtype=torch.long).reshape(-1) for x in per_scene]
+            return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
         return cls(
             scenario_ids=[str(x) for x in scenario_ids],
             datasets=[str(x) for x in datasets],
             origin=origin,
             track_ids=[str(t) for ids in track_ids for t in ids],
             agent_scene=torch.repeat_interleave(torch.arange(len(counts)), counts),
+            agent_index=rows(agent_index),
+            agent_role=rows(agent_roles),
+            current_step=torch.as_tensor([int(c) for c in current_steps], dtype=torch.long).reshape(-1),
         )
 
     @property
@@ -171,12 +223,61 @@ class BatchDescription:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> BatchDescription:
         """The same description with its tensors on ``device`` (the signature PyG's ``Batch.to`` calls)."""
-        return BatchDescription(
-            scenario_ids=self.scenario_ids,
-            datasets=self.datasets,
+        return replace(
+            self,
             origin=self.origin.to(device, non_blocking=non_blocking),
-            track_ids=self.track_ids,
             agent_scene=self.agent_scene.to(device, non_blocking=non_blocking),
+            agent_index=self.agent_index.to(device, non_blocking=non_blocking),
+            agent_role=self.agent_role.to(device, non_blocking=non_blocking),
+            current_step=self.current_step.to(device, non_blocking=non_blocking),
+        )
+
+    def rows_of(self, scene: Tensor, agent: Tensor) -> Tensor:
+        """``[N] long`` the agent rows holding each ``(scene, agent)`` pair (scene within the batch, agent index in
+        that Scene's ``agents`` arrays), on the CPU.
+
+        Raises:
+            ValueError: a pair that is not one of the rows, naming its scene.
+        """
+        scene, agent = scene.detach().cpu().long().reshape(-1), agent.detach().cpu().long().reshape(-1)
+        if scene.shape != agent.shape:
+            raise ValueError(f"rows_of: {scene.numel()} scene indices but {agent.numel()} agent indices")
+        if scene.numel() == 0:
+            return torch.zeros(0, dtype=torch.long)
+        have_scene, have_agent = self.agent_scene.cpu().long(), self.agent_index.cpu().long()
+        found = torch.zeros_like(scene, dtype=torch.bool)
+        rows = torch.zeros_like(scene)
+        if self.num_agents and int(agent.min()) >= 0:
+            # one integer key per (scene, agent): a sorted search instead of a Python loop over the rows
+            stride = max(int(have_agent.max()), int(agent.max())) + 1
+            have = have_scene * stride + have_agent
+            want = scene * stride + agent
+            order = torch.argsort(have)
+            pos = torch.searchsorted(have[order], want).clamp(max=len(have) - 1)
+            rows = order[pos]
+            found = have[rows] == want
+        if not bool(found.all()):
+            i = int((~found).nonzero()[0])
+            s = int(scene[i])
+            where = f"scene {s} ({self.scenario_ids[s]})" if 0 <= s < self.num_scenes else f"scene {s} (none such)"
+            raise ValueError(
+                f"agent {int(agent[i])} of {where} is not an agent row of the batch description: the backbone "
+                f"and its adapter's collate disagree on the agents"
+            )
+        return rows
+
+    def agent_ids(self, rows: Tensor | None = None) -> AgentIds:
+        """Who the given agent rows are (all rows when None), per row."""
+        rows = torch.arange(self.num_agents) if rows is None else rows.detach().cpu().long()
+        index = rows.tolist()
+        scene = self.agent_scene.cpu()[rows]
+        scene_list = scene.tolist()
+        return AgentIds(
+            scenario_ids=[self.scenario_ids[s] for s in scene_list],
+            track_ids=[self.track_ids[r] for r in index],
+            datasets=[self.datasets[s] for s in scene_list],
+            role=self.agent_role.cpu()[rows],
+            step=self.current_step.cpu()[scene],
         )
 
 
@@ -198,40 +299,6 @@ def describe_batch(batch: Any) -> BatchDescription:
     return description
 
 
-@dataclass
-class MAETokens:
-    """What a backbone that supports masked auto-encoding (:class:`~smartpretrain.ssl.mae.MaskedAutoencoding`)
-    gives the objective, for a batch in its forecasting format. B scenes, N actors, M lanes, D dims.
-
-    Attributes:
-        history: ``[B, N, D]`` actor-history tokens (type and position embeddings added).
-        lanes: ``[B, M, D]`` lane tokens (type and position embeddings added).
-        future_input: ``[B, N, F, C]`` per-step future features for a future tokenizer (MAE's masked targets
-            must not leak: they are only embedded for the actors whose future stays visible).
-        actor_pos, lane_pos: ``[B, N, 4]`` / ``[B, M, 4]`` positional features (decoder position embedding).
-        actor_type: ``[B, N] long`` the backbone's actor-type index (embedding of future tokens).
-        actor_padding, lane_padding: ``[B, N]`` / ``[B, M]`` True = no such token.
-        history_target, history_valid: ``[B, N, H, 2]`` / ``[B, N, H]`` history to reconstruct.
-        future_target, future_valid: ``[B, N, F, 2]`` / ``[B, N, F]`` future to reconstruct.
-        lane_target, lane_valid: ``[B, M, P, 2]`` / ``[B, M, P]`` lane points to reconstruct.
-    """
-
-    history: Tensor
-    lanes: Tensor
-    future_input: Tensor
-    actor_pos: Tensor
-    lane_pos: Tensor
-    actor_type: Tensor
-    actor_padding: Tensor
-    lane_padding: Tensor
-    history_target: Tensor
-    history_valid: Tensor
-    future_target: Tensor
-    future_valid: Tensor
-    lane_target: Tensor
-    lane_valid: Tensor
-
-
 class Backbone(nn.Module, abc.ABC):
     """Base class of the backbones. Subclasses keep their reference module tree (checkpoint compatibility)."""
 
@@ -240,7 +307,7 @@ class Backbone(nn.Module, abc.ABC):
     #: number of future steps F the decoder predicts
     num_future_steps: int
 
-    #: Weight transfer from a pre-trained checkpoint (:func:`smartpretrain.io.checkpoints.transfer_pretrained`):
+    #: Weight transfer from a pre-trained checkpoint (:func:`smartpretrain.tasks.transfer.transfer_pretrained`):
     #: key prefixes that must all be loaded (the encoder), per-mode tables whose single pre-trained row is
     #: repeated to K modes, and "copy_refine" prefix pairs (source stage -> a second stage initialised from it).
     pretrained_strict_prefixes: tuple[str, ...] = ("encoder.",)
@@ -284,6 +351,12 @@ class Backbone(nn.Module, abc.ABC):
 
     def forward(self, batch: Any) -> Forecast:
         return self.forecast(batch, self.encode(batch))
+
+    def embed_agents(self, batch: Any) -> AgentEmbeddings:
+        """:meth:`agent_embeddings` of the encoded batch with every row identified (:attr:`AgentEmbeddings.ids`,
+        from the batch's :class:`BatchDescription`): what stores of embeddings read
+        (:mod:`smartpretrain.embeddings`)."""
+        return self.agent_embeddings(batch, self.encode(batch)).identified(describe_batch(batch))
 
 
 def rotate(xy: Tensor, angle: Tensor) -> Tensor:

@@ -62,7 +62,8 @@ from smartpretrain.data.cache import (
     write_failure,
     write_part,
 )
-from smartpretrain.data.converters.base import ConversionError, DropReason, SceneConverter
+from smartpretrain.data.converters.base import DroppedItem, SceneConverter
+from smartpretrain.data.converters.base import StrictModeError as StrictModeError  # raised by convert_split
 from smartpretrain.io.atomic import atomic_write_text, host_name, pid_alive, remove_stale_temps
 
 CONVERTER_VERSION = "1.0"
@@ -80,10 +81,6 @@ SETTINGS_CHANGED = "converter settings changed"
 INPUTS_CHANGED = "raw inputs changed"
 OTHER_SCHEMA = "written with another cache schema version"
 MODE_CHANGED = "raw inputs not fingerprinted by content"
-
-
-class StrictModeError(RuntimeError):
-    """Raised under ``strict=true`` at the first dropped or repaired scene."""
 
 
 class ConversionLockedError(CacheError):
@@ -377,26 +374,11 @@ def _convert_unit(task: _Task) -> dict[str, Any]:
     dropped: list[dict[str, str]] = []
     repairs: list[dict[str, Any]] = []
     for item in items:
-        try:
-            result = converter.convert(item)
-        except ConversionError as exc:
-            if strict:
-                raise StrictModeError(f"strict=true: {exc}") from exc
-            dropped.append({"item": item, "file": exc.path, "reason": exc.reason.value, "message": exc.detail})
+        result = converter.convert_or_drop(item, strict)
+        if isinstance(result, DroppedItem):
+            dropped.append(result.record())
             continue
-        except Exception as exc:
-            if strict:
-                raise
-            path = str(converter.item_path(item))
-            reason = DropReason.UNEXPECTED_ERROR.value
-            dropped.append({"item": item, "file": path, "reason": reason, "message": repr(exc)})
-            continue
-        if result.repairs and strict:
-            r = result.repairs[0]
-            raise StrictModeError(f"strict=true: {r.path}: {r.kind.value}: {r.detail}")
-        repairs += [
-            {"kind": r.kind.value, "file": r.path, "detail": r.detail, "count": r.count} for r in result.repairs
-        ]
+        repairs += [r.record() for r in result.repairs]
         scene = result.scene
         blob = encode_scene(scene, level)
         records.append((scene.scenario_id, blob, scene.agents.num_agents, scene.num_steps, scene.current_step))

@@ -40,9 +40,9 @@ from smartpretrain.data.batching import (
 from smartpretrain.data.cache import SceneCache
 from smartpretrain.data.sampler import MixtureSampler
 from smartpretrain.data.scene import Scene
+from smartpretrain.data.transforms import SceneTransform
 from smartpretrain.data.worker_transfer import worker_collate
 
-SceneTransform = Callable[[Scene], Any]
 PathLike = str | Path
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,14 @@ mixture config lists ``components``, each a cache folder with its own splits, SS
     mixture: {replacement: false, num_samples: null}
 
 Weights: all ``null`` -> by scene count; all numbers -> those ratios (a component with weight 0 is left out).
+
+A run reads its config's sources once (:meth:`RunSources.of`) and hands them to its checks, its task and its
+data module.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +69,25 @@ def data_sources(cfg: DictConfig, split: str) -> list[DataSource]:
     return sources
 
 
-def mixture_spec(cfg: DictConfig, sources: list[DataSource]) -> MixtureSpec | None:
+@dataclass(frozen=True)
+class RunSources:
+    """The sources of a run's splits, built once from its config."""
+
+    train: tuple[DataSource, ...]
+    #: None: the run validates nothing (pre-training with ``val_split=null``)
+    val: tuple[DataSource, ...] | None
+
+    @classmethod
+    def of(cls, cfg: DictConfig, *, validate: bool = True) -> RunSources:
+        """The ``train`` sources of ``cfg`` and, with ``validate``, its ``val`` sources."""
+        return cls(tuple(data_sources(cfg, "train")), tuple(data_sources(cfg, "val")) if validate else None)
+
+    def by_split(self) -> dict[str, tuple[DataSource, ...]]:
+        """``{"train": ..., "val": ...}`` for the splits the run reads."""
+        return {"train": self.train} | ({} if self.val is None else {"val": self.val})
+
+
+def mixture_spec(cfg: DictConfig, sources: Sequence[DataSource]) -> MixtureSpec | None:
     """The train mixture of a mixture config (None for a single dataset)."""
     if not is_mixture(cfg):
         return None
@@ -82,4 +104,4 @@ def mixture_spec(cfg: DictConfig, sources: list[DataSource]) -> MixtureSpec | No
     )
 
 
-__all__ = ["DataSource", "data_sources", "is_mixture", "mixture_spec"]
+__all__ = ["DataSource", "RunSources", "data_sources", "is_mixture", "mixture_spec"]

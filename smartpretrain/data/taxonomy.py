@@ -132,7 +132,8 @@ class EdgeType(IntEnum):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Raw label -> unified enum, per dataset. Unknown raw labels map to AgentType.UNKNOWN and are counted by converters.
+# Raw label -> unified enum, per dataset. Unknown raw labels map to AgentType.UNKNOWN and are counted by converters
+# (converters/base.py: map_labels).
 
 AV2_AGENT_TYPES: dict[str, AgentType] = {
     "vehicle": AgentType.VEHICLE,
@@ -233,12 +234,6 @@ _UNMAPPED: dict[str, str] = {
     "womd.RoadLine.type": "read as `TYPE_UNKNOWN` (proto2 closed enum)",
     "womd.RoadEdge.type": "read as `TYPE_UNKNOWN` (proto2 closed enum)",
 }
-
-
-def lookup(table: dict[str, IntEnum], label: str, default: IntEnum) -> tuple[IntEnum, bool]:
-    """Map ``label`` through ``table``; returns ``(value, known)`` so callers can count unknown labels."""
-    value = table.get(label)
-    return (default, False) if value is None else (value, True)
 
 
 def render_markdown() -> str:

@@ -10,7 +10,8 @@ is a *query*); it is a contrastive positive only if it is also observed at every
 reconstruction objective each query carries its window-B positions in its own frame at the last step of window A
 (origin at its position there, x along its heading), with a per-step observation mask.
 
-Nothing here knows a model: :class:`SSLViewTransform` takes any adapter (``Scene -> sample`` with a ``collate``).
+Nothing here knows a model: :class:`SSLViewTransform` takes any
+:class:`~smartpretrain.data.transforms.SampleAdapter` (``Scene -> sample`` with a ``collate``).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from smartpretrain.data.scene import AgentTracks, Scene
+from smartpretrain.data.transforms import SampleAdapter
 
 __all__ = [
     "SSLBatch",
@@ -168,12 +170,6 @@ class TemporalViewSampler:
         )
 
 
-class Adapter(Protocol):
-    def __call__(self, scene: Scene) -> Any: ...
-
-    def collate(self, samples: list[Any]) -> Any: ...
-
-
 @dataclass
 class SSLSample:
     """One scene's SSL input: both views through the backbone adapter, and the per-query arrays as tensors."""
@@ -246,7 +242,7 @@ class SSLViewTransform:
     """
 
     def __init__(
-        self, sampler: TemporalViewSampler, adapter: Adapter, source: str | None = None, with_full: bool = False
+        self, sampler: TemporalViewSampler, adapter: SampleAdapter, source: str | None = None, with_full: bool = False
     ) -> None:
         self.sampler = sampler
         self.adapter = adapter

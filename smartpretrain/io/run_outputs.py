@@ -1,7 +1,9 @@
-"""Reading and writing the outputs of runs: stage results to resume from, per-epoch logger curves, JSON reports.
+"""Reading and writing the outputs of runs: stage results to resume from, the best kept checkpoint, per-epoch
+logger curves, JSON reports.
 
-Shared by the experiment drivers (``smartpretrain.demo``, ``scripts/study_av1.py``, ``scripts/bench_*.py``) so a
-resumed stage, a validation curve and a benchmark report mean the same thing everywhere.
+Shared by the pipeline (:mod:`smartpretrain.runs.pipeline`: the demo, the studies) and the benchmark scripts
+(``scripts/bench_*.py``) so a resumed stage, a validation curve and a benchmark report mean the same thing
+everywhere.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from smartpretrain.io.atomic import atomic_write_text
+from smartpretrain.io.checkpoints import load_checkpoint
 
 
 def load_stage_result(path: Path) -> dict[str, Any] | None:
@@ -24,6 +27,21 @@ def load_stage_result(path: Path) -> dict[str, Any] | None:
     that exists is complete.
     """
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The kept checkpoint with the best monitored value of a finished training run in ``run_dir``, as its best-k
+    ``ModelCheckpoint`` recorded it in ``checkpoints/last.ckpt`` (found by name in ``run_dir/checkpoints``, so a
+    moved run folder still works).
+
+    Raises:
+        FileNotFoundError: no checkpoint callback with a ``monitor`` recorded a best checkpoint.
+    """
+    last = run_dir / "checkpoints" / "last.ckpt"
+    for key, state in (load_checkpoint(last).get("callbacks") or {}).items():
+        if key.startswith("ModelCheckpoint") and state.get("monitor") and state.get("best_model_path"):
+            return run_dir / "checkpoints" / Path(state["best_model_path"]).name
+    raise FileNotFoundError(f"{last}: no checkpoint callback recorded a best checkpoint (no monitor?)")
 
 
 def epoch_metrics(

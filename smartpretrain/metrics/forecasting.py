@@ -15,10 +15,12 @@ Conventions (those of the av2 package and of QCNet's validation, see ``docs/meth
 
 Every value is averaged over the scored agents. Errors are computed and accumulated in float64.
 
-:class:`ForecastingMetrics` computes all four metrics for several K at once, overall and per dataset; its only
-state is one float64 tensor of sums (reduced with ``"sum"``), so it synchronises correctly under DDP and supports
-``merge_state``. :class:`MinADE`, :class:`MinFDE`, :class:`MissRate` and :class:`BrierMinFDE` are single-value
-variants. :func:`forecast_errors` gives the per-agent values behind them.
+:class:`ForecastingMetrics` computes all four metrics for several K at once, overall and per dataset (the
+breakdown fine-tuning and evaluation use is the registry's :func:`~smartpretrain.data.registry.metric_datasets`,
+each agent's group :func:`agent_datasets`); its only state is one float64 tensor of sums (reduced with ``"sum"``),
+so it synchronises correctly under DDP and supports ``merge_state``. :class:`MinADE`, :class:`MinFDE`,
+:class:`MissRate` and :class:`BrierMinFDE` are single-value variants. :func:`forecast_errors` gives the per-agent
+values behind them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from smartpretrain.data.registry import metric_group
 from smartpretrain.data.taxonomy import AgentRole
 
 #: the metrics computed for each K, in output order (the output key is ``f"{name}_{K}"``)
@@ -61,9 +64,15 @@ def select_agents(eval_targets: Any, scope: str = "focal") -> Tensor:
 
 
 def agent_datasets(eval_targets: Any, mask: Tensor | None = None) -> list[str]:
-    """Dataset name of each agent (of the agents in ``mask`` if given): the ``group`` argument of the metrics."""
+    """The per-dataset metrics group of each agent (of the agents in ``mask`` if given): the ``group`` argument of
+    :class:`ForecastingMetrics` built with ``datasets=metric_datasets()``.
+
+    An agent's group is its scene's dataset's :func:`~smartpretrain.data.registry.metric_group` (the dataset's
+    name for every dataset registered so far); a dataset the registry does not know is a ``ValueError``.
+    """
     scene_index = eval_targets.scene_index if mask is None else eval_targets.scene_index[mask]
-    return [eval_targets.dataset[int(i)] for i in scene_index.tolist()]
+    groups = {name: metric_group(name) for name in set(eval_targets.dataset)}
+    return [groups[eval_targets.dataset[int(i)]] for i in scene_index.tolist()]
 
 
 # ----------------------------------------------------------------------------------------------- per-agent values

@@ -165,10 +165,12 @@ def check_cache_matches(
 
 
 def check_batching_and_checkpoints(cfg: DictConfig) -> None:
-    """``batching.*`` budgets and ``checkpoint.*`` intervals are positive or null."""
+    """``batching.*`` budgets and ``checkpoint.*`` intervals are positive or null; ``save_top_k`` is >= -1 (-1:
+    keep every epoch's checkpoint)."""
     batching = cfg.get("batching") or {}
     for key in ("max_agents_per_batch", "max_agents_per_scene"):
         check_range(f"batching.{key}", batching.get(key), 1, allow_none=True, integer=True)
+    check_range("save_top_k", cfg.get("save_top_k"), -1, integer=True)
     checkpoint = cfg.get("checkpoint") or {}
     check_range("checkpoint.every_n_train_steps", checkpoint.get("every_n_train_steps"), 1, allow_none=True,
                 integer=True)  # fmt: skip

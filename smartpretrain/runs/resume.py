@@ -12,7 +12,8 @@ What a checkpoint must hold beyond Lightning's own (weights, optimizer, schedule
   no state, and validation (which may draw random numbers) cannot shift the next epoch.
 
 Periodic checkpoints (:func:`periodic_checkpoints`) write ``last.ckpt`` every N optimizer steps and/or every M
-minutes, so a kill loses at most that much work — also in the first epoch.
+minutes, so a kill loses at most that much work — also in the first epoch. Both callbacks are part of every
+training run through ``configs/callbacks/default.yaml`` (``exact_resume``, ``periodic_checkpoints``).
 """
 
 from __future__ import annotations

@@ -1,44 +1,43 @@
-"""The pieces every training entry point builds the same way: run folder, backbone + weights, Trainer.
+"""What every training run builds the same way: run folder, backbone + weights, and the Trainer from config groups.
 
 * :func:`save_run_config`: the resolved config and the seed beside the run's outputs;
 * :func:`build_backbone`: ``cfg.model`` plus ``pretrained_ckpt`` (SSL transfer) and / or ``ckpt_path`` weights,
   each through the one safe loading path (:mod:`smartpretrain.io.checkpoints`, ``weights_only=True``);
 * :func:`resume_checkpoint`: ``resume=`` (a path, ``https://`` or ``hf://``) resolved, verified as weights-only
   loadable, and handed to Lightning as a local file that it then also loads with ``weights_only=True``;
-* :func:`build_trainer`: best-k + last checkpoints, periodic ``last.ckpt`` refreshes, exact-resume state, a CSV
-  logger, the Trainer from ``cfg.trainer``.
+* :func:`build_callbacks` / :func:`build_loggers` / :func:`build_trainer`: the Trainer of ``cfg.trainer``
+  (``configs/trainer/``) with the callbacks of ``cfg.callbacks`` (``configs/callbacks/``: exact resume, lr
+  monitor, best-k + last checkpoints, periodic ``last.ckpt`` refreshes) and the loggers of ``cfg.logger``
+  (``configs/logger/``: csv, tensorboard). A spec's ``???`` run-folder argument is filled in here: ``dirpath``
+  is ``<run>/checkpoints``, ``save_dir`` the run folder;
+* :func:`write_final_metrics`: ``final_metrics.json``, the file that marks a finished run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import Logger
 
 from smartpretrain.backbones.base import Backbone
 from smartpretrain.io.atomic import atomic_write_text
-from smartpretrain.io.checkpoints import (
-    extract_state_dict,
-    load_checkpoint,
-    load_into,
-    transfer_pretrained,
-    verified_local_checkpoint,
-)
+from smartpretrain.io.checkpoints import extract_state_dict, load_checkpoint, load_into, verified_local_checkpoint
 from smartpretrain.runs.guards import RunConfigError
-from smartpretrain.runs.resume import ExactResume, periodic_checkpoints
+from smartpretrain.tasks.transfer import transfer_pretrained
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "build_backbone",
+    "build_callbacks",
+    "build_loggers",
     "build_trainer",
     "download_options",
     "resume_checkpoint",
@@ -73,7 +72,7 @@ def download_options(cfg: DictConfig) -> dict[str, Any]:
 
 def build_backbone(cfg: DictConfig, out_dir: Path | None = None) -> Backbone:
     """Instantiate ``cfg.model``; then load ``cfg.pretrained_ckpt`` (an SSL checkpoint, through
-    :func:`~smartpretrain.io.checkpoints.transfer_pretrained`) and / or ``cfg.ckpt_path`` (forecasting weights),
+    :func:`~smartpretrain.tasks.transfer.transfer_pretrained`) and / or ``cfg.ckpt_path`` (forecasting weights),
     printing a key report (also written to ``out_dir/transfer_report.json``). A load that matches no tensor is
     refused (``strict_load=false`` must still load something)."""
     backbone: Backbone = instantiate(cfg.model)
@@ -128,43 +127,50 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
     return verified_local_checkpoint(str(source), sha256=cfg.get("resume_sha256"), **download_options(cfg))
 
 
-def build_trainer(
-    cfg: DictConfig,
-    out_dir: Path,
-    *,
-    filename: str,
-    save_top_k: int,
-    lr_interval: str,
-    extra_callbacks: Sequence[Callback] = (),
-    **trainer_kwargs: Any,
-) -> tuple[pl.Trainer, ModelCheckpoint]:
-    """The Trainer of ``cfg.trainer`` with its checkpoints and logger; returns it and the best-k checkpoint.
+def _run_folders(spec: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """The run-folder arguments that ``spec`` leaves to the run (``???``): ``dirpath``, ``save_dir``."""
+    folders: dict[str, Any] = {"dirpath": out_dir / "checkpoints", "save_dir": str(out_dir)}
+    return {key: value for key, value in folders.items() if OmegaConf.is_missing(spec, key)}
 
-    Checkpoints (``out_dir/checkpoints``): the best ``save_top_k`` by ``cfg.monitor`` and ``last.ckpt`` at every
-    epoch end, and ``last.ckpt`` also every ``cfg.checkpoint.every_n_train_steps`` steps and / or
-    ``cfg.checkpoint.every_n_minutes`` minutes.
-    """
-    ckpt_dir = out_dir / "checkpoints"
-    best = ModelCheckpoint(
-        dirpath=ckpt_dir, monitor=cfg.monitor, mode="min", save_top_k=int(save_top_k), save_last=True,
-        filename=filename, auto_insert_metric_name=False, enable_version_counter=False,
-    )  # fmt: skip
-    periodic = cfg.get("checkpoint") or {}
-    callbacks: list[Callback] = [
-        ExactResume(int(cfg.seed)),
-        LearningRateMonitor(logging_interval=lr_interval),
-        *extra_callbacks,
-        *[instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None],
-        best,
-        *periodic_checkpoints(ckpt_dir, periodic.get("every_n_train_steps"), periodic.get("every_n_minutes")),
+
+def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[Callback]:
+    """The callbacks of ``cfg.callbacks`` in their config order (a null entry is switched off; a factory such as
+    :func:`~smartpretrain.runs.resume.periodic_checkpoints` may return several). Lightning then moves checkpoint
+    callbacks last, so they save the state the other callbacks left."""
+    callbacks: list[Callback] = []
+    for spec in (cfg.get("callbacks") or {}).values():
+        if spec is None:
+            continue
+        made = instantiate(spec, **_run_folders(spec, out_dir))
+        callbacks.extend(made if isinstance(made, (list, tuple)) else [made])
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig, out_dir: Path) -> list[Logger]:
+    """The loggers of ``cfg.logger`` (``configs/logger/``), each writing under ``out_dir``."""
+    return [
+        instantiate(spec, **_run_folders(spec, out_dir))
+        for spec in (cfg.get("logger") or {}).values()
+        if spec is not None
     ]
+
+
+def build_trainer(cfg: DictConfig, out_dir: Path, **trainer_kwargs: Any) -> tuple[pl.Trainer, ModelCheckpoint | None]:
+    """The Trainer of ``cfg.trainer`` with the callbacks and loggers of the config; returns it and the checkpoint
+    callback that keeps the best ``save_top_k`` by ``monitor`` (None when ``callbacks.best_checkpoint=null``).
+
+    ``trainer_kwargs`` are what the task decides, not the user (e.g. ``use_distributed_sampler=False``).
+    """
+    callbacks = build_callbacks(cfg, out_dir)
+    loggers = build_loggers(cfg, out_dir)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(out_dir),
-        logger=CSVLogger(str(out_dir), name="logs"),
+        logger=loggers or False,
         callbacks=callbacks,
         **trainer_kwargs,
     )
+    best = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor is not None), None)
     return trainer, best
 
 

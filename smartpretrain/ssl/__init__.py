@@ -1,1 +1,2 @@
-"""Self-supervised objectives (SmartPretrain's TCL and TRL) and what they share: heads, momentum, distribution."""
+"""Self-supervised objectives (TCL, TRL, MAE), the contract they declare their needs in (:mod:`.objective`), and
+what they share: heads, momentum, distribution."""

@@ -1,9 +1,10 @@
 """Masked auto-encoding of trajectories and lanes (Forecast-MAE, ICCV 2023), as a pluggable pre-training objective.
 
-Works with any backbone that provides the masked-token capability (:class:`MaskedAutoencoding`): its history and
-lane tokens, future features and a future tokenizer, its transformer encoder on an arbitrary token sequence, and
-reconstruction targets (:class:`~smartpretrain.backbones.base.MAETokens`). Forecast-MAE does; QCNet's scene graph
-has no token sequence and does not.
+Works with any backbone that provides the masked-token capability
+(:class:`~smartpretrain.ssl.mae_tokens.MaskedAutoencoding`): its history and lane tokens, future features and a
+future tokenizer, its transformer encoder on an arbitrary token sequence, and reconstruction targets
+(:class:`~smartpretrain.ssl.mae_tokens.MAETokens`). Forecast-MAE does; QCNet's scene graph has no token sequence
+and does not. The objective declares the whole scenes and the backbone at construction, and no encoded view.
 
 Masking, per scene: of the actors whose future is not fully missing ("predictable"), a random
 ``floor(r_a * n)`` show their **future** and hide their history; every other actor shows its history, and the
@@ -22,35 +23,17 @@ shapes) without stochastic depth; the decoder is dropped at fine-tuning, so this
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smartpretrain.ssl.distributed import global_sum, world_size
-from smartpretrain.ssl.objective import ObjectiveOutput, SSLInputs, SSLObjective
+from smartpretrain.ssl.mae_tokens import MaskedAutoencoding
+from smartpretrain.ssl.objective import ObjectiveNeeds, ObjectiveOutput, SSLInputs, SSLObjective
 
-__all__ = ["MaskedAutoencoding", "MaskedAutoencodingLoss", "mae_masks"]
-
-
-@runtime_checkable
-class MaskedAutoencoding(Protocol):
-    """The backbone capability MAE needs (see :class:`~smartpretrain.backbones.base.MAETokens`)."""
-
-    embedding_dim: int
-    num_historical_steps: int
-    num_future_steps: int
-
-    def mae_tokens(self, batch: Any) -> Any: ...
-
-    def encode_tokens(self, tokens: Tensor, key_padding_mask: Tensor) -> Tensor: ...
-
-    def make_future_tokenizer(self) -> nn.Module: ...
-
-    def embed_actor_type(self, actor_type: Tensor) -> Tensor: ...
-
-    def embed_position(self, features: Tensor) -> Tensor: ...
+__all__ = ["MaskedAutoencodingLoss", "mae_masks"]
 
 
 def mae_masks(
@@ -115,10 +98,8 @@ class MaskedAutoencodingLoss(SSLObjective):
         decoder_depth, num_heads, mlp_ratio: the decoder (4 blocks, 8 heads, 4).
     """
 
-    needs_full_scene = True
-    uses_views = False
-    needs_backbone_at_init = True
-    needs_momentum_keys = False
+    #: the whole scenes in the backbone's format; the backbone at construction; the views are not encoded
+    needs: ClassVar[ObjectiveNeeds] = ObjectiveNeeds(full_scene=True, backbone_at_init=True)
 
     def __init__(
         self,
@@ -161,9 +142,9 @@ class MaskedAutoencodingLoss(SSLObjective):
             nn.init.normal_(token, std=0.02)
 
     def compute(self, inputs: SSLInputs) -> ObjectiveOutput:
-        backbone, batch = inputs.backbone, inputs.full_batch
-        if backbone is None or batch is None:
-            raise ValueError("MaskedAutoencodingLoss needs SSLInputs.backbone and .full_batch (needs_full_scene)")
+        if inputs.scenes is None:
+            raise ValueError("MaskedAutoencodingLoss needs the whole scenes (SSLInputs.scenes)")
+        backbone, batch = inputs.scenes.backbone, inputs.scenes.batch  # the one checked at construction
         t = backbone.mae_tokens(batch)
         b, n, d = t.history.shape
         predictable = t.future_valid.any(dim=-1) & ~t.actor_padding

@@ -3,13 +3,25 @@ positive; every other agent of the global batch, in either window, is a negative
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from smartpretrain.ssl.distributed import gather_rows, global_sum, world_size
 from smartpretrain.ssl.heads import ProjectionMLP
-from smartpretrain.ssl.objective import ObjectiveOutput, SSLInputs, SSLObjective
+from smartpretrain.ssl.objective import (
+    MOMENTUM_A,
+    MOMENTUM_B,
+    ONLINE_A,
+    ONLINE_B,
+    ObjectiveNeeds,
+    ObjectiveOutput,
+    SSLInputs,
+    SSLObjective,
+)
 
 
 def info_nce(query: Tensor, own_keys: Tensor, positive_keys: Tensor, offset: int, temperature: float) -> Tensor:
@@ -49,7 +61,8 @@ class TrajectoryContrastiveLoss(SSLObjective):
         scale_by_2tau: multiply by ``2 τ`` (release); off gives the plain InfoNCE value.
     """
 
-    needs_momentum_keys = True
+    #: online view A (queries) against momentum keys of both views; ``symmetric`` adds online view B
+    needs: ClassVar[ObjectiveNeeds] = ObjectiveNeeds(encodes={ONLINE_A, MOMENTUM_A, MOMENTUM_B})
 
     def __init__(
         self,
@@ -64,7 +77,11 @@ class TrajectoryContrastiveLoss(SSLObjective):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.predictor = ProjectionMLP(dim, hidden_dim, dim)
         self.temperature, self.symmetric, self.scale_by_2tau = float(temperature), bool(symmetric), scale_by_2tau
-        self.needs_online_view_b = bool(symmetric)
+
+    def declared_needs(self) -> ObjectiveNeeds:
+        if self.symmetric:
+            return replace(self.needs, encodes=self.needs.encodes | {ONLINE_B})
+        return self.needs
 
     def _direction(self, z: Tensor, own: Tensor, positive: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Summed loss over local queries and steps, the per-query sum over steps, and the global query count."""
@@ -79,20 +96,23 @@ class TrajectoryContrastiveLoss(SSLObjective):
         return total, per_query.detach(), count
 
     def compute(self, inputs: SSLInputs) -> ObjectiveOutput:
-        if inputs.key_a is None or inputs.key_b is None:
+        queries = inputs.queries
+        if queries is None or not {MOMENTUM_A, MOMENTUM_B} <= set(inputs.encodings):
             raise ValueError("TrajectoryContrastiveLoss needs the momentum keys of both views")
-        sel = inputs.full_b
-        z_a, key_a, key_b = inputs.z_a[sel], inputs.key_a[sel], inputs.key_b[sel]
+        # rows not full in window B never enter (the task passes none; inputs built by hand may hold some)
+        sel = queries.full_b
+        z_a_all = inputs.encoding(ONLINE_A)
+        z_a, key_a, key_b = z_a_all[sel], inputs.encoding(MOMENTUM_A)[sel], inputs.encoding(MOMENTUM_B)[sel]
         q_steps = z_a.size(1)
         total, per_query, count = self._direction(z_a, key_a, key_b)
         directions = 1
         if self.symmetric:
-            if inputs.z_b is None:
+            if ONLINE_B not in inputs.encodings:
                 raise ValueError("symmetric TCL needs the online projection of view B")
-            total_b, per_query_b, _ = self._direction(inputs.z_b[sel], key_b, key_a)
+            total_b, per_query_b, _ = self._direction(inputs.encoding(ONLINE_B)[sel], key_b, key_a)
             total, per_query, directions = total + total_b, per_query + per_query_b, 2
         scale = 2.0 * self.temperature if self.scale_by_2tau else 1.0
-        values = inputs.z_a.new_full((inputs.z_a.size(0),), float("nan"))
+        values = z_a_all.new_full((z_a_all.size(0),), float("nan"))
         values[sel] = per_query * (scale / (q_steps * directions))
         if float(count) == 0:
             return ObjectiveOutput(total * 0.0, values)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smartpretrain.ssl.distributed import global_sum, world_size
-from smartpretrain.ssl.objective import ObjectiveOutput, SSLInputs, SSLObjective
+from smartpretrain.ssl.objective import ONLINE_A, ObjectiveNeeds, ObjectiveOutput, Queries, SSLInputs, SSLObjective
 
 OFFSET_SOURCES = ("start_a", "gap")
 
@@ -63,6 +65,9 @@ class TrajectoryReconstructionLoss(SSLObjective):
         beta: SmoothL1's β.
     """
 
+    #: online view A only; ``require_full_target=False`` also takes the queries partially observed in window B
+    needs: ClassVar[ObjectiveNeeds] = ObjectiveNeeds(encodes={ONLINE_A})
+
     def __init__(
         self,
         dim: int = 256,
@@ -80,7 +85,6 @@ class TrajectoryReconstructionLoss(SSLObjective):
         self.window, self.num_offsets, self.offset_source = int(window), int(num_offsets), offset_source
         self.chunk_fractions = None if chunk_fractions is None else [float(f) for f in chunk_fractions]
         self.require_full_target, self.beta = bool(require_full_target), float(beta)
-        self.uses_partial_queries = not self.require_full_target
         self.offset_embedding = nn.Embedding(num_offsets, dim)
         nn.init.zeros_(self.offset_embedding.weight)
         self.head = nn.Sequential(
@@ -88,11 +92,21 @@ class TrajectoryReconstructionLoss(SSLObjective):
             nn.Linear(hidden_dim, 2 * self.window),
         )  # fmt: skip
 
+    def declared_needs(self) -> ObjectiveNeeds:
+        return replace(self.needs, partial_queries=not self.require_full_target)
+
+    @staticmethod
+    def _queries(inputs: SSLInputs) -> Queries:
+        if inputs.queries is None:
+            raise ValueError("TrajectoryReconstructionLoss needs the queries of the views")
+        return inputs.queries
+
     def offsets(self, inputs: SSLInputs) -> Tensor:
+        queries = self._queries(inputs)
         if self.offset_source == "start_a":
-            off = inputs.start_a
+            off = queries.start_a
         else:
-            off = inputs.start_b - inputs.start_a - inputs.windows()
+            off = queries.start_b - queries.start_a - queries.windows()
         if off.numel() and (int(off.min()) < 0 or int(off.max()) >= self.num_offsets):
             raise ValueError(
                 f"TRL {self.offset_source} offsets span [{int(off.min())}, {int(off.max())}] but the table has "
@@ -116,11 +130,12 @@ class TrajectoryReconstructionLoss(SSLObjective):
 
     def predict(self, inputs: SSLInputs) -> Tensor:
         """``[P, H, 2]`` predicted window-B positions (constant after a shorter query's window, never a target)."""
-        z = inputs.z_a
+        queries = self._queries(inputs)
+        z = inputs.encoding(ONLINE_A)
         p, q_steps, _ = z.shape
-        if inputs.window != self.window:
-            raise ValueError(f"TRL head was built for a {self.window}-step window, got {inputs.window}")
-        windows = inputs.windows()
+        if queries.window != self.window:
+            raise ValueError(f"TRL head was built for a {self.window}-step window, got {queries.window}")
+        windows = queries.windows()
         e = self.offset_embedding(self.offsets(inputs)).unsqueeze(1).expand(-1, q_steps, -1)
         disp = self.head(torch.cat([z, e], dim=-1)).view(p, q_steps, self.window, 2)
         src = self.step_sources(windows, q_steps)  # [P, H]
@@ -131,10 +146,11 @@ class TrajectoryReconstructionLoss(SSLObjective):
 
     def compute(self, inputs: SSLInputs) -> ObjectiveOutput:
         pred = self.predict(inputs)
-        mask = inputs.target_valid
-        if self.require_full_target:
-            mask = mask & inputs.full_b.unsqueeze(1)
-        per = F.smooth_l1_loss(pred, inputs.target, beta=self.beta, reduction="none").sum(-1)  # [P, H]
+        queries = self._queries(inputs)
+        mask = queries.target_valid
+        if self.require_full_target:  # the task passes full rows only then; inputs built by hand may hold others
+            mask = mask & queries.full_b.unsqueeze(1)
+        per = F.smooth_l1_loss(pred, queries.target, beta=self.beta, reduction="none").sum(-1)  # [P, H]
         per = torch.where(mask, per, torch.zeros_like(per))
         with torch.no_grad():
             steps_per_query = mask.sum(dim=1)

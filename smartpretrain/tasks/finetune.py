@@ -15,8 +15,9 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from smartpretrain.backbones.base import Backbone, Forecast
-from smartpretrain.metrics.forecasting import ForecastingMetrics, select_agents
+from smartpretrain.backbones.base import Backbone, Forecast, describe_batch
+from smartpretrain.data.registry import metric_datasets
+from smartpretrain.metrics.forecasting import ForecastingMetrics, agent_datasets, select_agents
 from smartpretrain.tasks.optim import decay_groups
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ class FinetuneTask(pl.LightningModule):
         max_epochs: cosine schedule length (CosineAnnealingLR, eta_min = ``min_lr``, stepped per epoch).
         eval_scope: ``"focal"`` (AV2 convention) or ``"scored"`` agents in validation metrics.
         metric_ks: the K values of minADE/minFDE/MR/brier-minFDE.
-        datasets: dataset names for the per-dataset metric breakdown.
+        datasets: the groups of the per-dataset metric breakdown; None: every registered dataset's
+            (:func:`~smartpretrain.data.registry.metric_datasets`).
     """
 
     def __init__(
@@ -44,20 +46,21 @@ class FinetuneTask(pl.LightningModule):
         min_lr: float = 0.0,
         eval_scope: str = "focal",
         metric_ks: tuple[int, ...] = (1, 6),
-        datasets: tuple[str, ...] = ("av1", "av2", "womd"),
+        datasets: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.lr, self.weight_decay, self.max_epochs, self.min_lr = lr, weight_decay, max_epochs, min_lr
         self.eval_scope = eval_scope
-        self.val_metrics = ForecastingMetrics(ks=tuple(metric_ks), datasets=tuple(datasets))
+        groups = metric_datasets() if datasets is None else tuple(datasets)
+        self.val_metrics = ForecastingMetrics(ks=tuple(metric_ks), datasets=groups)
         self.save_hyperparameters(ignore=["backbone"])
 
     def forward(self, batch: Any) -> Forecast:
         return self.backbone(batch)
 
     def _batch_size(self, batch: Any) -> int:
-        return int(getattr(batch, "num_graphs", 1))
+        return describe_batch(batch).num_scenes
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         forecast = self.backbone(batch)
@@ -80,7 +83,7 @@ class FinetuneTask(pl.LightningModule):
         if not bool(mask.any()):
             return
         prob = torch.softmax(forecast.pi[mask].float(), dim=-1)
-        groups = [targets.dataset[int(i)] for i in targets.scene_index[mask].tolist()]
+        groups = agent_datasets(targets, mask)
         metrics.update(forecast.loc[mask].float(), prob, targets.target[mask].float(), targets.valid[mask], groups)
 
     def on_validation_epoch_end(self) -> None:

@@ -6,13 +6,15 @@ adapter). Per training step, before the forward pass: learning rate (linear warm
 decay (linear ramp, decayed group only) and EMA momentum (cosine to 1) are set from the fractional epoch, and
 the momentum branch is updated. Module names follow the reference release where it has them: ``branch`` /
 ``momentum_branch`` (backbone + projector), so SSL checkpoints transfer by name
-(:func:`smartpretrain.io.checkpoints.transfer_pretrained`).
+(:func:`smartpretrain.tasks.transfer.transfer_pretrained`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -24,10 +26,29 @@ from smartpretrain.data.views import SSLBatch
 from smartpretrain.ssl.distributed import global_sum
 from smartpretrain.ssl.heads import ProjectionMLP
 from smartpretrain.ssl.momentum import cosine_momentum, ema_update, make_momentum_copy
-from smartpretrain.ssl.objective import ObjectiveOutput, SSLInputs, SSLObjective
+from smartpretrain.ssl.objective import (
+    MOMENTUM_A,
+    MOMENTUM_B,
+    ONLINE_A,
+    ONLINE_B,
+    Branch,
+    Encoding,
+    ObjectiveNeeds,
+    ObjectiveOutput,
+    Queries,
+    Scenes,
+    SSLInputs,
+    SSLObjective,
+    View,
+)
 from smartpretrain.tasks.optim import decay_groups, warmup_cosine
 
 log = logging.getLogger(__name__)
+
+#: SSL branch -> the :class:`PretrainTask` attribute holding its :class:`SSLBranch` (the reference release's names),
+#: so a branch's checkpoint keys are ``<attribute>.backbone.*`` / ``<attribute>.projector.*``; SSL transfer
+#: (:mod:`smartpretrain.tasks.transfer`) finds pre-trained backbones by these names.
+BRANCH_ATTRIBUTES: Mapping[str, str] = {"momentum": "momentum_branch", "online": "branch"}
 
 
 class SSLBranch(nn.Module):
@@ -70,8 +91,43 @@ def match_rows(emb: AgentEmbeddings, scene: Tensor, agent: Tensor, what: str) ->
     return rows
 
 
+#: the order the encodings run in, and then the order they are projected in (that of the implementation the
+#: checkpoints and study numbers come from). Fixed, whatever the objectives: dropout draws from the RNG and the
+#: projectors' BatchNorm updates its running statistics call by call.
+_EMBED_ORDER = (ONLINE_A, MOMENTUM_A, MOMENTUM_B, ONLINE_B)
+_PROJECT_ORDER = (ONLINE_A, ONLINE_B, MOMENTUM_A, MOMENTUM_B)
+
+
+def _grad_mode(which: Encoding) -> contextlib.AbstractContextManager[Any]:
+    """No gradients through the momentum branch: its weights follow the online ones by EMA only."""
+    return torch.no_grad() if which.branch is Branch.MOMENTUM else contextlib.nullcontext()
+
+
+@dataclass
+class _Collected:
+    """One batch's encodings and queries for the union of the objectives' needs.
+
+    Attributes:
+        inputs: the union's inputs (restricted per objective by :meth:`SSLInputs.restrict`).
+        keep: ``[P_batch] bool`` the batch's queries that are rows of ``inputs.queries``.
+        num_queries: how many of them are full in window B (contrastive positives).
+        num_unembedded: queries the backbone did not embed (in view A, or in view B for a positive).
+    """
+
+    inputs: SSLInputs
+    keep: Tensor
+    num_queries: Tensor
+    num_unembedded: Tensor
+
+
 class PretrainTask(pl.LightningModule):
     """SmartPretrain pre-training.
+
+    What runs is derived once, at construction, from the union of the objectives' declared needs
+    (:attr:`needs`, :class:`~smartpretrain.ssl.objective.ObjectiveNeeds`): which views each branch encodes
+    (none without encoded views: the momentum branch only when an objective reads it), whether queries partially
+    observed in window B enter, whether the data must carry the whole scenes. Each objective then receives
+    exactly what it declared.
 
     Args:
         backbone: the model to pre-train (for QCNet: ``num_modes=1``, ``propose_stack_only=True``, as the release).
@@ -111,6 +167,16 @@ class PretrainTask(pl.LightningModule):
         self.branch = SSLBranch(backbone, ProjectionMLP(backbone.embedding_dim, proj_hidden_dim, proj_dim))
         self.momentum_branch = make_momentum_copy(self.branch)
         self.objectives = nn.ModuleDict(dict(objectives))
+        self.objective_needs: dict[str, ObjectiveNeeds] = {}
+        for name, objective in self.objectives.items():
+            needs = objective.declared_needs()
+            if needs.backbone_at_init != type(objective).needs.backbone_at_init:
+                raise TypeError(f"objective {name!r}: backbone_at_init is the class's, an instance cannot change it")
+            self.objective_needs[name] = needs
+        #: the union of the objectives' needs: what every step computes
+        self.needs = ObjectiveNeeds.union(self.objective_needs.values())
+        self._embed_plan = tuple(which for which in _EMBED_ORDER if which in self.needs.encodes)
+        self._project_plan = tuple(which for which in _PROJECT_ORDER if which in self.needs.encodes)
         weights = dict(objective_weights or {})
         unknown = set(weights) - set(self.objectives)
         if unknown:
@@ -130,11 +196,6 @@ class PretrainTask(pl.LightningModule):
     @property
     def backbone(self) -> Backbone:
         return self.branch.backbone
-
-    @property
-    def needs_full_scene(self) -> bool:
-        """Some objective works on the whole scene in the backbone's format (the data must provide it)."""
-        return any(obj.needs_full_scene for obj in self.objectives.values())
 
     # --- schedules ----------------------------------------------------------------------------------------------
     def fractional_epoch(self) -> float:
@@ -159,54 +220,51 @@ class PretrainTask(pl.LightningModule):
         self._schedule_values = values
 
     # --- forward ------------------------------------------------------------------------------------------------
-    def ssl_inputs(self, batch: SSLBatch) -> SSLInputs:
-        """Run the branches once and collect what every objective needs."""
-        return self._collect(batch)[0]
-
-    def _collect(self, batch: SSLBatch) -> tuple[SSLInputs, Tensor, int]:
-        """The objectives' inputs, the mask of the batch's queries that entered them, and how many queries the
-        backbone did not embed (in view A, or in view B for a positive)."""
-        objectives = list(self.objectives.values())
-        full_batch = None
-        if self.needs_full_scene:
+    def _collect(self, batch: SSLBatch) -> _Collected:
+        """Run each encoding of :attr:`needs` once and gather the union's inputs for :meth:`losses`."""
+        scenes = None
+        if self.needs.full_scene:
             if batch.full is None:
                 raise ValueError("an objective needs the whole scenes: build the views with with_full=True")
-            full_batch = batch.full
-        if not any(obj.uses_views for obj in objectives):  # e.g. MAE alone: the views are not encoded
-            empty = batch.query_scene[:0]
-            inputs = SSLInputs(
-                z_a=batch.target.new_zeros(0, 1, self.branch.projector.out_dim), full_b=batch.full_b[:0],
-                start_a=empty, start_b=empty, window=self.window, target=batch.target[:0],
-                target_valid=batch.target_valid[:0], backbone=self.branch.backbone, full_batch=full_batch,
-            )  # fmt: skip
-            return inputs, torch.zeros_like(batch.full_b), 0
-        partial = any(obj.uses_partial_queries for obj in objectives)
-        need_keys = any(obj.needs_momentum_keys for obj in objectives)
-        need_online_b = any(obj.needs_online_view_b for obj in objectives)
+            scenes = Scenes(batch.full, self.branch.backbone)
+        if not self.needs.encodes_views:  # e.g. MAE alone: the views are not encoded
+            no_query = torch.zeros_like(batch.full_b)
+            inputs = SSLInputs(self.needs, scenes=scenes)
+            return _Collected(inputs, no_query, batch.target.new_tensor(0.0), batch.target.new_tensor(0.0))
+        views = {View.A: batch.view_a, View.B: batch.view_b}
+        branches = {Branch.ONLINE: self.branch, Branch.MOMENTUM: self.momentum_branch}
         q_scene, q_agent = batch.query_scene, batch.query_agent
 
-        emb_a = self.branch.embed(batch.view_a)
-        rows_a, found_a = lookup_rows(emb_a, q_scene, q_agent)
-        full_b = batch.full_b & found_a
-        views_b: dict[str, tuple[AgentEmbeddings, Tensor]] = {}
-        mom_a = None
-        if need_keys:
-            with torch.no_grad():
-                mom_a = self.momentum_branch.embed(batch.view_a)
-                views_b["momentum"] = (self.momentum_branch.embed(batch.view_b), torch.empty(0))
-        if need_online_b:
-            views_b["online"] = (self.branch.embed(batch.view_b), torch.empty(0))
-        for name, (emb, _) in list(views_b.items()):
-            rows, found = lookup_rows(emb, q_scene, q_agent)
-            views_b[name] = (emb, rows)
-            full_b = full_b & found  # a positive must be embedded in view B
-        partial_rows = batch.target_valid.any(dim=1) if partial else torch.zeros_like(batch.full_b)
-        keep = found_a & (full_b | partial_rows)
+        embedded: dict[Encoding, AgentEmbeddings] = {}
+        for which in self._embed_plan:
+            with _grad_mode(which):
+                embedded[which] = branches[which.branch].embed(views[which.view])
+        rows: dict[Encoding, Tensor] = {}
+        found: dict[Encoding, Tensor] = {}
+        for which, emb in embedded.items():
+            rows[which], found[which] = lookup_rows(emb, q_scene, q_agent)
+        full_b = batch.full_b
+        for embedded_here in found.values():
+            full_b = full_b & embedded_here  # a positive must be embedded in every encoded view
+        partial_rows = batch.target_valid.any(dim=1) if self.needs.partial_queries else torch.zeros_like(batch.full_b)
+        keep = found[ONLINE_A] & (full_b | partial_rows)
         unembedded = int(((batch.full_b | partial_rows) & ~keep).sum())
+        positives = keep & full_b  # batch query rows that are positives, in kept order below
+        kept_full_b = full_b[keep]
+
+        projected: dict[Encoding, Tensor] = {}
+        for which in self._project_plan:
+            projector, emb = branches[which.branch].projector, embedded[which].embeddings
+            with _grad_mode(which):
+                if which == ONLINE_A:  # every query
+                    projected[which] = projector(emb[rows[which][keep]])
+                else:  # the positives only; zero rows for the others
+                    z_a = projected[ONLINE_A]
+                    z = z_a.new_zeros(z_a.shape)
+                    z[kept_full_b] = projector(emb[rows[which][positives]])
+                    projected[which] = z
 
         scene = q_scene[keep]
-        z_a = self.branch.projector(emb_a.embeddings[rows_a[keep]])
-        kept_full_b = full_b[keep]
         target, target_valid = batch.target[keep], batch.target_valid[keep]
         if target.size(1) > self.window:
             raise ValueError(f"views of {target.size(1)} steps, but the task was built for window={self.window}")
@@ -217,8 +275,7 @@ class PretrainTask(pl.LightningModule):
         query_window = None
         if batch.window is not None and bool((batch.window != self.window).any()):
             query_window = batch.window[scene]
-        inputs = SSLInputs(
-            z_a=z_a,
+        queries = Queries(
             full_b=kept_full_b,
             start_a=batch.start_a[scene],
             start_b=batch.start_b[scene],
@@ -226,34 +283,32 @@ class PretrainTask(pl.LightningModule):
             target=target,
             target_valid=target_valid,
             query_window=query_window,
-            backbone=self.branch.backbone if full_batch is not None else None,
-            full_batch=full_batch,
         )
-        positives = keep & full_b  # batch query rows that are positives, in kept order below
-        if need_online_b:
-            emb_b, rows_b = views_b["online"]
-            z_b = z_a.new_zeros(z_a.shape)
-            z_b[kept_full_b] = self.branch.projector(emb_b.embeddings[rows_b[positives]])
-            inputs.z_b = z_b
-        if need_keys and mom_a is not None:
-            with torch.no_grad():
-                rows_ma, _ = lookup_rows(mom_a, q_scene, q_agent)
-                key_a, key_b = z_a.new_zeros(z_a.shape), z_a.new_zeros(z_a.shape)
-                key_a[kept_full_b] = self.momentum_branch.projector(mom_a.embeddings[rows_ma[positives]])
-                emb_mb, rows_mb = views_b["momentum"]
-                key_b[kept_full_b] = self.momentum_branch.projector(emb_mb.embeddings[rows_mb[positives]])
-            inputs.key_a, inputs.key_b = key_a, key_b
-        return inputs, keep, unembedded
+        z_a = projected[ONLINE_A]
+        return _Collected(
+            SSLInputs(self.needs, projected, queries, scenes),
+            keep,
+            kept_full_b.sum().to(z_a.dtype),
+            z_a.new_tensor(float(unembedded)),
+        )
 
     def losses(self, batch: SSLBatch, stage: str | None = None) -> dict[str, Tensor]:
-        inputs, keep, unembedded = self._collect(batch)
-        results = {name: objective.compute(inputs) for name, objective in self.objectives.items()}
+        collected = self._collect(batch)
+        results: dict[str, ObjectiveOutput] = {}
+        for name, objective in self.objectives.items():
+            inputs, rows = collected.inputs.restrict(self.objective_needs[name])
+            result = objective.compute(inputs)
+            if rows is not None and result.per_query is not None:  # back onto the rows of every kept query
+                per_query = result.per_query.new_full(rows.shape, float("nan"))
+                per_query[rows] = result.per_query
+                result = ObjectiveOutput(result.loss, per_query)
+            results[name] = result
         out = {name: r.loss for name, r in results.items()}
         out["loss"] = sum(self.objective_weights[name] * value for name, value in out.items())
-        out["num_queries"] = inputs.full_b.sum().to(inputs.z_a.dtype)
-        out["num_unembedded"] = inputs.z_a.new_tensor(float(unembedded))
+        out["num_queries"] = collected.num_queries
+        out["num_unembedded"] = collected.num_unembedded
         if stage is not None and self.sources:
-            self._accumulate_sources(stage, batch, keep, results)
+            self._accumulate_sources(stage, batch, collected.keep, results)
         return out
 
     # --- per-source logging -------------------------------------------------------------------------------------

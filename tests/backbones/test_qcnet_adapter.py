@@ -17,6 +17,7 @@ import torch
 from av2.geometry.interpolate import compute_midpoint_line
 from torch_geometric.data import Batch
 
+from smartpretrain.backbones.base import describe_batch
 from smartpretrain.backbones.qcnet.adapter import QCNetAdapter, interp_arc_batch, midpoint_lines_batch
 from smartpretrain.data.scene import Scene
 from smartpretrain.data.taxonomy import AgentRole, EdgeType, LineType, PolygonType, Side
@@ -458,6 +459,20 @@ def test_collate_mixes_map_and_map_less_scenes(av2_scene, av1_scene):
     assert torch.equal(pl2pl, torch.cat([t0, t0 + npl[0]], dim=1))
     assert batch.scenario_id == [s.scenario_id for s in samples] and batch.dataset == ["av2", "av1", "av2"]
     assert batch.origin.shape == (3, 3) and batch.origin.dtype == torch.float64
+
+
+def test_collate_describes_each_row_and_each_scenes_present(av2_scene, av1_scene):
+    adapter = QCNetAdapter(num_historical_steps=20, num_future_steps=30)
+    moved = dataclasses.replace(av2_scene, current_step=70)
+    samples = [adapter(av2_scene), adapter(av1_scene), adapter(moved)]
+    assert [s.current_step for s in samples] == [av2_scene.current_step, av1_scene.current_step, 70]
+    d = describe_batch(adapter.collate(samples))
+    assert d.current_step.tolist() == [av2_scene.current_step, av1_scene.current_step, 70]
+    assert torch.equal(d.agent_index, torch.cat([s["agent"].agent_index for s in samples]))
+    assert torch.equal(d.agent_role, torch.cat([s["agent"].category for s in samples]))
+    scenes = [av2_scene, av1_scene, moved]
+    roles = [int(scenes[int(b)].agents.role[i]) for b, i in zip(d.agent_scene, d.agent_index, strict=True)]
+    assert roles == d.agent_role.tolist() and roles.count(AgentRole.FOCAL) == 3  # one focal agent per scene
 
 
 def test_adapter_pickles_and_validates_arguments():

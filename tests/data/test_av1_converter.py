@@ -17,7 +17,6 @@ import numpy as np
 import pyarrow.csv as pacsv
 import pytest
 
-from smartpretrain.data.converters import av1 as av1_module
 from smartpretrain.data.converters.av1 import HEADING_MIN_DISPLACEMENT, Av1Converter
 from smartpretrain.data.converters.av1_map import (
     Av1CityMap,
@@ -26,6 +25,7 @@ from smartpretrain.data.converters.av1_map import (
     read_av1_city_map,
 )
 from smartpretrain.data.converters.base import ConversionError, DropReason, RepairKind
+from smartpretrain.data.formats import av1 as av1_format
 from smartpretrain.data.scene import Scene
 from smartpretrain.data.taxonomy import AgentRole, AgentType, Dataset, EdgeType, Intersection, LineType, Side
 
@@ -195,7 +195,7 @@ def test_multi_block_read_matches(monkeypatch: pytest.MonkeyPatch) -> None:
     """A CSV bigger than one reader block (several dictionary chunks) converts identically."""
     require(AV1_FIXTURES / "4.csv")
     reference = Av1Converter(AV1_FIXTURES, "x").convert("4.csv").scene
-    monkeypatch.setattr(av1_module, "_READ_OPTIONS", pacsv.ReadOptions(use_threads=False, block_size=8192))
+    monkeypatch.setattr(av1_format, "_READ_OPTIONS", pacsv.ReadOptions(use_threads=False, block_size=8192))
     chunked = Av1Converter(AV1_FIXTURES, "x").convert("4.csv").scene
     assert_same_scene(chunked, reference)
 

@@ -161,6 +161,11 @@ BAD_CASES = {
     "missing_map": (lambda p, i: (p.parent / f"log_map_archive_{i}.json").unlink(), DropReason.MISSING_FILE),
     "bad_map": (lambda p, i: (p.parent / f"log_map_archive_{i}.json").write_text('{"lane_'), DropReason.BAD_MAP),
     "missing_columns": (lambda p, i: _rewrite(p, lambda t: t.drop(["heading"])), DropReason.MISSING_COLUMNS),
+    # a string column, read dictionary-encoded: pyarrow refuses its absence differently (KeyError)
+    "missing_string_column": (
+        lambda p, i: _rewrite(p, lambda t: t.drop(["object_type"])),
+        DropReason.MISSING_COLUMNS,
+    ),
     "empty": (lambda p, i: _rewrite(p, lambda t: t.slice(0, 0)), DropReason.EMPTY_FILE),
     "nan": (
         lambda p, i: _rewrite(p, lambda t: _set_column(t, "position_x", [np.nan, *t["position_x"].to_pylist()[1:]])),

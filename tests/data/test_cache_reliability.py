@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import smartpretrain.io.atomic as atomic_mod
-from smartpretrain import convert as convert_mod
+from smartpretrain import convert as convert_cli
 from smartpretrain.config import compose_config
 from smartpretrain.data import cache as cache_mod
 from smartpretrain.data import conversion as conversion_mod
@@ -47,6 +47,7 @@ from smartpretrain.data.converters.av2 import Av2Converter
 from smartpretrain.data.converters.womd import WomdConverter
 from smartpretrain.data.synthetic import generate_av1, generate_av2
 from smartpretrain.io.atomic import host_name, temp_path
+from smartpretrain.runs import conversion as convert_mod
 from tests.conftest import REPO
 from tests.data.test_cache import assert_scenes_equal
 from tests.helpers import TinyConverter, make_tiny_scene
@@ -465,7 +466,7 @@ def test_disk_full_ends_in_one_line_and_resumes(raw: Path, tmp_path: Path, monke
 
     monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(SystemExit) as info:
-        convert_mod.main(cfg)  # hydra passes a given config straight to the task function
+        convert_cli.main(cfg)  # hydra passes a given config straight to the task function
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err == (

@@ -103,7 +103,7 @@ def test_real_pretraining_batches_packed_or_not_are_equal(tmp_path) -> None:
     from smartpretrain.data.datamodule import SceneDataset
     from smartpretrain.data.synthetic import generate_av1
     from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
-    from smartpretrain.pretrain import build_pretrain_backbone
+    from smartpretrain.runs.pretraining import build_pretrain_backbone
 
     generate_av1(tmp_path / "raw", "val", 6, seed=0)
     convert_split(Av1Converter(tmp_path / "raw", "val"), tmp_path / "cache", ConversionSettings(progress=False))

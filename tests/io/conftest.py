@@ -16,7 +16,7 @@ def cache(tmp_path: Path) -> Path:
 
 
 def cached_files(cache: Path) -> list[Path]:
-    """Every file in the cache, hidden temporary ``.part`` files included."""
+    """Every file in the cache, hidden temporary files (``.{name}.tmp.{host}.{pid}.{random}``) included."""
     return [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
 
 

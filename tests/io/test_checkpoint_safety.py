@@ -19,14 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from smartpretrain.io.checkpoints import (
-    LIGHTNING_SAFE_GLOBALS,
-    CheckpointError,
-    load_checkpoint,
-    resolve_checkpoint,
-    url_cache_name,
-    verified_local_checkpoint,
-)
+from smartpretrain.io.checkpoint_sources import resolve_checkpoint, url_cache_name
+from smartpretrain.io.checkpoints import CheckpointError, load_checkpoint, verified_local_checkpoint
+from smartpretrain.io.safe_load import LIGHTNING_SAFE_GLOBALS
 from tests.io.conftest import cached_files, serving
 
 # ----------------------------------------------------------------------------------------------------------------

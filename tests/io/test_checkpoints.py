@@ -15,18 +15,20 @@ import pytest
 import torch
 from torch import nn
 
-from smartpretrain.io.checkpoints import (
-    ArchitectureMismatchError,
-    CheckpointError,
+from smartpretrain.io.checkpoint_sources import (
     HFLocation,
-    LoadReport,
     default_cache_dir,
-    extract_state_dict,
-    load_checkpoint,
-    load_into,
     parse_hf_uri,
     resolve_checkpoint,
     url_cache_name,
+)
+from smartpretrain.io.checkpoints import (
+    ArchitectureMismatchError,
+    CheckpointError,
+    LoadReport,
+    extract_state_dict,
+    load_checkpoint,
+    load_into,
 )
 from tests.io.conftest import cached_files, serving
 

@@ -13,16 +13,12 @@ from torch import Tensor
 
 from smartpretrain.backbones.qcnet import QCNet
 from smartpretrain.backbones.qcnet.checkpoint_spec import official_state_dict_spec
-from smartpretrain.finetune import build_backbone
-from smartpretrain.io.checkpoints import (
-    ArchitectureMismatchError,
-    CheckpointError,
-    load_checkpoint,
-    transfer_pretrained,
-)
+from smartpretrain.io.checkpoints import ArchitectureMismatchError, CheckpointError, load_checkpoint
+from smartpretrain.runs.trainer import build_backbone
 from smartpretrain.ssl.tcl import TrajectoryContrastiveLoss
 from smartpretrain.ssl.trl import TrajectoryReconstructionLoss
-from smartpretrain.tasks.pretrain import PretrainTask
+from smartpretrain.tasks.pretrain import BRANCH_ATTRIBUTES, PretrainTask, SSLBranch
+from smartpretrain.tasks.transfer import SSL_BRANCHES, transfer_pretrained
 from tests.conftest import REPO
 
 # the sizes of configs/model/qcnet_small.yaml with configs/data/av1.yaml
@@ -203,6 +199,17 @@ def test_plain_backbone_checkpoint_is_not_an_ssl_checkpoint(tmp_path: Path) -> N
     assert not isinstance(info.value, ArchitectureMismatchError)
     assert "not a SmartPretrain SSL checkpoint" in str(info.value)
     _assert_same(before, model.state_dict())
+
+
+def test_branch_attributes_name_the_pretrain_tasks_branches(ssl_ckpt) -> None:
+    """Transfer finds branches by BRANCH_ATTRIBUTES: renaming a PretrainTask attribute must show up here."""
+    task, _ = ssl_ckpt
+    assert SSL_BRANCHES == ("momentum", "online") == tuple(BRANCH_ATTRIBUTES)
+    keys = list(task.state_dict())
+    for attribute in BRANCH_ATTRIBUTES.values():
+        assert isinstance(getattr(task, attribute), SSLBranch)
+        assert any(k.startswith(f"{attribute}.backbone.encoder.") for k in keys), attribute
+        assert any(k.startswith(f"{attribute}.projector.") for k in keys), attribute
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from smartpretrain.config import compose_config
+from smartpretrain.runs import finetuning, pretraining
 from tests.conftest import REPO
 from tests.tasks.test_mix_pretrain import _mix_overrides, mix_cache  # noqa: F401  (module fixture)
 
@@ -60,12 +61,15 @@ def _compare(reference: Path, resumed: Path, keys: tuple[str, ...]) -> None:
         assert torch.equal(a[name], b[name]), name
 
 
+#: entry point -> the run-layer module that does its work
+RUNS = {"finetune": finetuning, "pretrain": pretraining}
+
+
 def _resume_and_compare(module: str, config: str, overrides: list[str], tmp_path: Path, step: int,
                         keys: tuple[str, ...]) -> None:  # fmt: skip
-    entry = __import__(f"smartpretrain.{module}", fromlist=["run"])
-    entry.run(compose_config(config, overrides), tmp_path / "reference")
+    RUNS[module].run(compose_config(config, overrides), tmp_path / "reference")
     last = _killed_run(f"smartpretrain.{module}", overrides, tmp_path / "killed", step)
-    entry.run(compose_config(config, [*overrides, f"resume={last}"]), tmp_path / "resumed")
+    RUNS[module].run(compose_config(config, [*overrides, f"resume={last}"]), tmp_path / "resumed")
     _compare(tmp_path / "reference", tmp_path / "resumed", keys)
 
 
@@ -102,7 +106,7 @@ def test_mixture_pretrain_resumes_exactly_after_kill(mix_cache: Path, tmp_path: 
 
 
 def test_resuming_a_finished_run_keeps_its_final_metrics(av1_cache: Path, tmp_path: Path) -> None:
-    from smartpretrain.finetune import run
+    from smartpretrain.runs.finetuning import run
 
     overrides = [
         "model=qcnet_small", "data=av1", f"cache_root={av1_cache}", "max_epochs=1", "batch_size=4",

@@ -27,13 +27,13 @@ PRETRAIN = ["experiment=smartpretrain_cpu_small", "data=av1", "max_epochs=1", "b
 
 
 def _finetune(cache: Path, out: Path, *extra: str) -> dict:
-    from smartpretrain.finetune import run
+    from smartpretrain.runs.finetuning import run
 
     return run(compose_config("train", [*FINETUNE, f"cache_root={cache}", *extra]), out)
 
 
 def _pretrain(cache: Path, out: Path, *extra: str) -> dict:
-    from smartpretrain.pretrain import run
+    from smartpretrain.runs.pretraining import run
 
     return run(compose_config("pretrain", [*PRETRAIN, f"cache_root={cache}", *extra]), out)
 
@@ -75,12 +75,12 @@ def av1_cache_named_av2(av1_cache: Path, tmp_path: Path) -> Path:
 
 
 def test_wrong_dataset_for_the_cache_is_refused(av1_cache_named_av2: Path, tmp_path: Path) -> None:
-    from smartpretrain.finetune import run
+    from smartpretrain.runs.finetuning import run
 
     cfg = compose_config("train", [*FINETUNE, "data=av2", f"cache_root={av1_cache_named_av2}"])
     with pytest.raises(RunConfigError, match=r"av2/train holds av1 scenes but data says av2; pass data=av1"):
         run(cfg, tmp_path / "run")
-    from smartpretrain.pretrain import run as pretrain
+    from smartpretrain.runs.pretraining import run as pretrain
 
     cfg = compose_config("pretrain", [*PRETRAIN, "data=av2", f"cache_root={av1_cache_named_av2}"])
     with pytest.raises(RunConfigError, match=r"holds av1 scenes but data says av2"):
@@ -188,7 +188,7 @@ def test_malicious_checkpoint_is_refused_and_runs_nothing(
 
 
 def test_evaluating_a_cache_of_another_dataset_is_refused(av1_cache: Path, tmp_path: Path) -> None:
-    from smartpretrain.evaluate import evaluate
+    from smartpretrain.runs.evaluation import evaluate
 
     root = tmp_path / "cache"
     shutil.copytree(av1_cache / "av1" / "val", root / "womd" / "val")

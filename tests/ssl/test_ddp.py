@@ -39,9 +39,10 @@ from torch.nn.parallel import DistributedDataParallel
 from smartpretrain.ssl.distributed import gather_rows
 from smartpretrain.ssl.heads import ProjectionMLP
 from smartpretrain.ssl.momentum import make_momentum_copy
-from smartpretrain.ssl.objective import SSLInputs
+from smartpretrain.ssl.objective import MOMENTUM_A, MOMENTUM_B, ONLINE_A
 from smartpretrain.ssl.tcl import TrajectoryContrastiveLoss
 from smartpretrain.ssl.trl import TrajectoryReconstructionLoss
+from tests.ssl.inputs import query_inputs
 
 WORLD = 2
 ATOL = RTOL = 1e-5
@@ -94,16 +95,14 @@ class _Level1Model(nn.Module):
         )
 
     def forward(self, data: dict[str, Tensor], key_a: Tensor, key_b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        inputs = SSLInputs(
-            z_a=self.branch(data["x_a"]),
+        inputs = query_inputs(
+            {ONLINE_A: self.branch(data["x_a"]), MOMENTUM_A: key_a, MOMENTUM_B: key_b},
             full_b=data["full_b"],
             start_a=data["start_a"],
             start_b=data["start_b"],
             window=H1,
             target=data["target"],
             target_valid=data["target_valid"],
-            key_a=key_a,
-            key_b=key_b,
         )
         tcl, trl = self.objectives["tcl"](inputs), self.objectives["trl"](inputs)
         return tcl + trl, tcl, trl
@@ -141,7 +140,7 @@ def run_level1(case: str, rank: int, world: int) -> dict[str, Any]:
         data = {k: v[lo : lo + sizes[rank]] for k, v in data.items()}
     model, momentum = _build_level1()
     full = data["full_b"]
-    with torch.no_grad():  # momentum keys of the full queries, as PretrainTask.ssl_inputs
+    with torch.no_grad():  # momentum keys of the full queries, as PretrainTask.losses
         keys = []
         for x in (data["x_a"], data["x_b"]):
             key = x.new_zeros(x.size(0), Q_STEPS, PROJ_DIM)

@@ -15,7 +15,7 @@ from smartpretrain.backbones.forecast_mae import ForecastMAE
 from smartpretrain.backbones.qcnet import QCNet
 from smartpretrain.data.synthetic import generate_av2
 from smartpretrain.ssl.mae import MaskedAutoencodingLoss, _pack, _unpack, mae_masks
-from smartpretrain.ssl.objective import SSLInputs
+from smartpretrain.ssl.objective import Scenes, SSLInputs
 from tests.conftest import REPO
 
 
@@ -74,11 +74,7 @@ def test_mae_learns_on_a_batch(av2_batch: tuple[ForecastMAE, dict]) -> None:
     objective = MaskedAutoencodingLoss(model)
     params = list(model.parameters()) + list(objective.parameters())
     optimizer = torch.optim.Adam(params, lr=3e-3)
-    inputs = SSLInputs(
-        z_a=torch.zeros(0, 1, 8), full_b=torch.zeros(0, dtype=torch.bool), start_a=torch.zeros(0, dtype=torch.long),
-        start_b=torch.zeros(0, dtype=torch.long), window=1, target=torch.zeros(0, 1, 2),
-        target_valid=torch.zeros(0, 1, dtype=torch.bool), backbone=model, full_batch=batch,
-    )  # fmt: skip
+    inputs = SSLInputs(MaskedAutoencodingLoss.needs, scenes=Scenes(batch, model))
     losses = []
     for _ in range(60):
         torch.manual_seed(2)  # the same masks every step
@@ -98,8 +94,8 @@ def test_mae_pretrain_then_finetune_transfer(tmp_path: Path, objectives: str) ->
     from smartpretrain.data.conversion import ConversionSettings, convert_split
     from smartpretrain.data.converters.av1 import Av1Converter
     from smartpretrain.data.synthetic import generate_av1
-    from smartpretrain.finetune import build_backbone
-    from smartpretrain.pretrain import run
+    from smartpretrain.runs.pretraining import run
+    from smartpretrain.runs.trainer import build_backbone
 
     raw, cache = tmp_path / "raw", tmp_path / "cache"
     generate_av1(raw, "train", 8, seed=0, with_map=True)

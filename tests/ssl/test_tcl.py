@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from smartpretrain.ssl.objective import SSLInputs
+from smartpretrain.ssl.objective import MOMENTUM_A, MOMENTUM_B, ONLINE_A, ONLINE_B, SSLInputs
 from smartpretrain.ssl.tcl import TrajectoryContrastiveLoss, info_nce
+from tests.ssl.inputs import query_inputs
 
 
 def _analytic(n: int, tau: float) -> float:
@@ -35,17 +36,14 @@ def _reference_info_nce(query, own, positive, offset, tau):
 
 def _inputs(z_a, key_a=None, key_b=None, full_b=None, z_b=None) -> SSLInputs:
     p = z_a.size(0)
-    return SSLInputs(
-        z_a=z_a,
+    return query_inputs(
+        {ONLINE_A: z_a, MOMENTUM_A: key_a, MOMENTUM_B: key_b, ONLINE_B: z_b},
         full_b=torch.ones(p, dtype=torch.bool) if full_b is None else full_b,
         start_a=torch.zeros(p, dtype=torch.long),
         start_b=torch.full((p,), 10, dtype=torch.long),
         window=10,
         target=torch.zeros(p, 10, 2),
         target_valid=torch.ones(p, 10, dtype=torch.bool),
-        key_a=key_a,
-        key_b=key_b,
-        z_b=z_b,
     )
 
 
@@ -181,8 +179,8 @@ def test_rows_not_full_in_window_b_never_enter() -> None:
 def test_symmetric_tcl_averages_both_directions() -> None:
     p, q_steps, c, tau = 5, 2, 8, 0.25
     loss = _identity_tcl(tau, symmetric=True, scale_by_2tau=False)
-    assert loss.needs_online_view_b and loss.needs_momentum_keys
-    assert not _identity_tcl(tau).needs_online_view_b
+    assert {ONLINE_B, MOMENTUM_A, MOMENTUM_B} <= loss.declared_needs().encodes
+    assert ONLINE_B not in _identity_tcl(tau).declared_needs().encodes
     z_a, z_b = _unit(p, q_steps, c, seed=1), _unit(p, q_steps, c, seed=2)
     ka, kb = _unit(p, q_steps, c, seed=3), _unit(p, q_steps, c, seed=4)
     with pytest.raises(ValueError, match="view B"):

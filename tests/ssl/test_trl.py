@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smartpretrain.ssl.objective import SSLInputs
+from smartpretrain.ssl.objective import ONLINE_A, SSLInputs
 from smartpretrain.ssl.trl import TrajectoryReconstructionLoss, chunk_bounds
+from tests.ssl.inputs import query_inputs
 
 C, W = 8, 10  # projection size, window
 
@@ -14,8 +15,8 @@ C, W = 8, 10  # projection size, window
 def _inputs(z_a, target=None, target_valid=None, full_b=None, start_a=None, start_b=None, window=W) -> SSLInputs:
     p = z_a.size(0)
     tv = torch.ones(p, window, dtype=torch.bool) if target_valid is None else target_valid
-    return SSLInputs(
-        z_a=z_a,
+    return query_inputs(
+        {ONLINE_A: z_a},
         full_b=tv.all(dim=1) if full_b is None else full_b,
         start_a=torch.arange(p) % 5 if start_a is None else start_a,
         start_b=torch.arange(p) % 5 + window + 2 if start_b is None else start_b,
@@ -142,7 +143,7 @@ def test_loss_matches_a_hand_computation_with_a_partial_mask() -> None:
     torch.manual_seed(2)
     p = 5
     trl = TrajectoryReconstructionLoss(dim=C, hidden_dim=16, window=W, require_full_target=False)
-    assert trl.uses_partial_queries
+    assert trl.declared_needs().partial_queries
     mask = torch.ones(p, W, dtype=torch.bool)
     mask[0, :3] = False
     mask[1, 2:6] = False
@@ -167,7 +168,7 @@ def test_loss_beta() -> None:
     trl = TrajectoryReconstructionLoss(dim=C, hidden_dim=16, window=W, beta=2.0)
     inputs = _inputs(torch.randn(3, 1, C), target=2.0 * torch.randn(3, W, 2))
     pred = trl.predict(inputs).detach()
-    d = pred - inputs.target
+    d = pred - inputs.queries.target
     per = torch.where(d.abs() < 2.0, 0.25 * d * d, d.abs() - 1.0).sum(-1)  # [P, W]
     assert trl(inputs).item() == pytest.approx(float(per.mean(dim=0).mean()), rel=1e-5)
 
@@ -176,7 +177,7 @@ def test_require_full_target_ignores_partial_rows() -> None:
     torch.manual_seed(4)
     p = 6
     trl = TrajectoryReconstructionLoss(dim=C, hidden_dim=16, window=W)  # require_full_target=True (release)
-    assert not trl.uses_partial_queries
+    assert not trl.declared_needs().partial_queries
     mask = torch.ones(p, W, dtype=torch.bool)
     mask[1, 3] = False
     mask[4, 0:5] = False

@@ -19,11 +19,12 @@ from smartpretrain.data.sampler import MixtureSampler
 from smartpretrain.data.sources import data_sources, mixture_spec
 from smartpretrain.data.synthetic import generate_av1, generate_av2
 from smartpretrain.data.tfrecord import write_records
-from smartpretrain.pretrain import build_datamodule, build_task, run
-from smartpretrain.ssl.objective import SSLInputs
+from smartpretrain.runs.pretraining import build_datamodule, build_task, run
+from smartpretrain.ssl.objective import ONLINE_A
 from smartpretrain.ssl.trl import TrajectoryReconstructionLoss
 from tests.conftest import REPO
 from tests.data import womd_builders as wb
+from tests.ssl.inputs import query_inputs
 
 
 def _cfg(overrides: list[str]) -> DictConfig:
@@ -128,15 +129,16 @@ def test_trl_per_query_windows_match_separate_heads() -> None:
     windows = torch.tensor([10, 10, 10, 6, 6, 6])
     target = torch.randn(p, 10, 2)
     valid = torch.arange(10)[None, :] < windows[:, None]
-    inputs = SSLInputs(
-        z_a=torch.randn(p, q_steps, 8), full_b=torch.ones(p, dtype=torch.bool),
+    inputs = query_inputs(
+        {ONLINE_A: torch.randn(p, q_steps, 8)}, full_b=torch.ones(p, dtype=torch.bool),
         start_a=torch.zeros(p, dtype=torch.long), start_b=torch.full((p,), 12), window=10,
         target=target * valid[..., None], target_valid=valid, query_window=windows,
     )  # fmt: skip
     pred = trl.predict(inputs)
     torch.testing.assert_close(pred[3:, 6:], pred[3:, 5:6].expand(-1, 4, -1))  # no displacement after 6 steps
     # a 6-step query: chunks (0.2, 0.4, 0.4) of 6 steps -> bounds [0, round(1.2), round(3.6), 6] = [0, 1, 4, 6]
-    disp = trl.head(torch.cat([inputs.z_a, trl.offset_embedding(inputs.start_a)[:, None].expand(-1, 3, -1)], -1))
+    z_a, start_a = inputs.encoding(ONLINE_A), inputs.queries.start_a
+    disp = trl.head(torch.cat([z_a, trl.offset_embedding(start_a)[:, None].expand(-1, 3, -1)], -1))
     disp = disp.view(p, q_steps, 10, 2)
     src = [0] * 1 + [1] * 3 + [2] * 2
     manual = torch.cumsum(torch.stack([disp[3, src[t], t] for t in range(6)]), 0)
@@ -161,7 +163,7 @@ def test_womd_pretraining_sees_whole_views() -> None:
 
 
 def test_finetune_on_a_mixture(mix_cache: Path, tmp_path: Path) -> None:
-    from smartpretrain.finetune import run as finetune
+    from smartpretrain.runs.finetuning import run as finetune
 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(

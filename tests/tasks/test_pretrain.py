@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from smartpretrain.backbones.base import AgentEmbeddings
-from smartpretrain.pretrain import build_objectives, build_pretrain_backbone, run
+from smartpretrain.runs.pretraining import build_objectives, build_pretrain_backbone, run
 from smartpretrain.ssl.tcl import TrajectoryContrastiveLoss
 from smartpretrain.ssl.trl import TrajectoryReconstructionLoss
 from smartpretrain.tasks.pretrain import match_rows
@@ -141,7 +141,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow
 def test_pretrain_end_to_end_then_finetune_transfer(av1_cache: Path, tmp_path: Path) -> None:
-    from smartpretrain.finetune import build_backbone
+    from smartpretrain.runs.trainer import build_backbone
 
     cfg = _cfg(
         [

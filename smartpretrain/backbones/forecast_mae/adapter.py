@@ -74,7 +74,8 @@ class ForecastMAEAdapter:
     ``track_ids`` (N str, ``scene.agents.ids`` of the actors), ``role [N]``;
     ``lane_positions [M, P, 2]``, ``lane_centers [M, 2]``, ``lane_angles [M]``, ``lane_padding_mask [M, P]``;
     ``frame_origin [2]`` and ``frame_theta`` (the frame in scene coordinates), ``scene_origin [3]`` (the scene's
-    city-frame origin), ``scenario_id``, ``dataset``.
+    city-frame origin), ``scenario_id``, ``dataset``, ``current_step`` (int: the scene's present, window index
+    ``H - 1``).
     """
 
     def __init__(
@@ -178,6 +179,7 @@ class ForecastMAEAdapter:
             "scene_origin": torch.from_numpy(np.asarray(scene.origin, np.float64).copy()),
             "scenario_id": scene.scenario_id,
             "dataset": str(scene.dataset),
+            "current_step": int(cs),
         }
         return out
 
@@ -259,33 +261,20 @@ class ForecastMAEAdapter:
             origin=batch["scene_origin"].to(torch.float64),
             track_ids=[samples[b]["track_ids"][j] for b, j in zip(scene.tolist(), actor.tolist(), strict=True)],
             agent_scene=scene,
+            agent_index=batch["agent_index"][scene, actor],
+            agent_role=batch["role"][scene, actor],
+            current_step=torch.tensor([s["current_step"] for s in samples], dtype=torch.long),
         )
         return batch
 
 
 class ForecastMAEBatch(dict):
-    """A collated batch: a dict of tensors (and the scene ids / dataset names) with ``.to(device)`` and the
-    generic batch attributes the tasks read (``num_graphs``, ``origin`` = the scenes' city origins ``[B, 3]``,
-    ``scenario_id``, ``dataset``); key ``"description"`` holds its
-    :class:`~smartpretrain.backbones.base.BatchDescription`."""
+    """A collated batch: a dict of tensors (and the scene ids / dataset names) with ``.to(device)``; key
+    ``"description"`` holds its
+    :class:`~smartpretrain.backbones.base.BatchDescription`, through which everything outside this folder reads
+    the batch."""
 
     def to(self, device: torch.device | str) -> ForecastMAEBatch:
         return ForecastMAEBatch(
             {k: v.to(device) if isinstance(v, (Tensor, BatchDescription)) else v for k, v in self.items()}
         )
-
-    @property
-    def num_graphs(self) -> int:
-        return len(self["scenario_id"])
-
-    @property
-    def origin(self) -> Tensor:
-        return self["scene_origin"]
-
-    @property
-    def scenario_id(self) -> list[str]:
-        return self["scenario_id"]
-
-    @property
-    def dataset(self) -> list[str]:
-        return self["dataset"]

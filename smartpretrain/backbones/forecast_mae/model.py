@@ -25,7 +25,6 @@ from smartpretrain.backbones.base import (
     BackboneAdapter,
     EvalTargets,
     Forecast,
-    MAETokens,
     rotate,
 )
 from smartpretrain.backbones.forecast_mae.adapter import ForecastMAEAdapter
@@ -36,6 +35,7 @@ from smartpretrain.backbones.forecast_mae.layers import (
     TransformerBlock,
     init_weights,
 )
+from smartpretrain.ssl.mae_tokens import MAETokens
 
 __all__ = ["ForecastMAE"]
 

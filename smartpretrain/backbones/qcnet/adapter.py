@@ -162,7 +162,8 @@ class QCNetAdapter:
       ``height [M]``, ``type [M] long``, ``side [M] long``.
     * ``(map_point, to, map_polygon).edge_index [2, M]``; ``(map_polygon, to, map_polygon).edge_index [2, E]``
       and ``.type [E] long``.
-    * ``scenario_id``, ``dataset``, ``city`` (str) and ``origin [1, 3] float64``.
+    * ``scenario_id``, ``dataset``, ``city`` (str), ``origin [1, 3] float64`` and ``current_step`` (int: the
+      scene's present, window index ``H - 1``).
     * batches from :meth:`collate` also carry ``description``, their
       :class:`~smartpretrain.backbones.base.BatchDescription`.
 
@@ -214,6 +215,7 @@ class QCNetAdapter:
         data.dataset = str(scene.dataset)
         data.city = scene.city
         data.origin = torch.from_numpy(np.asarray(scene.origin, np.float64).reshape(1, 3).copy())
+        data.current_step = int(scene.current_step)
         return data
 
     def collate(self, samples: list[HeteroData]) -> Batch:
@@ -227,7 +229,10 @@ class QCNetAdapter:
             scenario_ids=[s.scenario_id for s in samples],
             datasets=[s.dataset for s in samples],
             origins=[s.origin for s in samples],
+            current_steps=[s.current_step for s in samples],
             track_ids=[s["agent"].id for s in samples],
+            agent_index=[s["agent"].agent_index for s in samples],
+            agent_roles=[s["agent"].category for s in samples],
         )
         return batch
 

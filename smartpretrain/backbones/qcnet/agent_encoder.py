@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from smartpretrain.backbones.graph import angle_between, radius, radius_graph, relative_polar
+from smartpretrain.backbones.qcnet.config import QCNetConfig
 from smartpretrain.backbones.qcnet.layers import AttentionLayer, FourierEmbedding, init_weights
 from smartpretrain.backbones.qcnet.map_encoder import batch_vector, node_field
 
@@ -26,7 +27,7 @@ def temporal_pairs(num_steps: int, time_span: int, device: torch.device) -> tupl
 
 
 class QCNetAgentEncoder(nn.Module):
-    r"""Embed each agent at each history step, then ``num_layers`` x (t2t, pl2a, a2a) attention.
+    r"""Embed each agent at each history step, then ``num_agent_layers`` x (t2t, pl2a, a2a) attention.
 
     Node features per (agent a, step t), with :math:`\Delta p_t = p_t - p_{t-1}` (0 at t = 0) and :math:`e_t`
     the heading vector: :math:`[\lVert\Delta p_t\rVert, \angle(e_t, \Delta p_t), \lVert v_t\rVert,
@@ -44,38 +45,25 @@ class QCNetAgentEncoder(nn.Module):
     Only xy enters (``input_dim = 3`` changes the map encoder only). Returns ``x_a [A, H, D]``.
     """
 
-    def __init__(
-        self,
-        input_dim: int = 2,
-        hidden_dim: int = 128,
-        num_historical_steps: int = 50,
-        time_span: int | None = 10,
-        pl2a_radius: float = 50.0,
-        a2a_radius: float = 50.0,
-        num_freq_bands: int = 64,
-        num_layers: int = 2,
-        num_heads: int = 8,
-        head_dim: int = 16,
-        dropout: float = 0.1,
-        num_agent_types: int = 10,
-        max_num_neighbors: int = 300,
-    ) -> None:
+    def __init__(self, config: QCNetConfig) -> None:
         super().__init__()
-        self.input_dim, self.hidden_dim = input_dim, hidden_dim
-        self.num_historical_steps = num_historical_steps
-        self.time_span = time_span if time_span is not None else num_historical_steps
-        self.pl2a_radius, self.a2a_radius = pl2a_radius, a2a_radius
-        self.num_layers, self.max_num_neighbors = num_layers, max_num_neighbors
-
-        self.type_a_emb = nn.Embedding(num_agent_types, hidden_dim)
-        self.x_a_emb = FourierEmbedding(4, hidden_dim, num_freq_bands)
-        self.r_t_emb = FourierEmbedding(4, hidden_dim, num_freq_bands)
-        self.r_pl2a_emb = FourierEmbedding(3, hidden_dim, num_freq_bands)
-        self.r_a2a_emb = FourierEmbedding(3, hidden_dim, num_freq_bands)
-        layer = dict(hidden_dim=hidden_dim, num_heads=num_heads, head_dim=head_dim, dropout=dropout, has_pos_emb=True)
-        self.t_attn_layers = nn.ModuleList(AttentionLayer(bipartite=False, **layer) for _ in range(num_layers))
-        self.pl2a_attn_layers = nn.ModuleList(AttentionLayer(bipartite=True, **layer) for _ in range(num_layers))
-        self.a2a_attn_layers = nn.ModuleList(AttentionLayer(bipartite=False, **layer) for _ in range(num_layers))
+        self.config = config
+        d, bands = config.hidden_dim, config.num_freq_bands
+        self.type_a_emb = nn.Embedding(config.num_agent_types, d)
+        self.x_a_emb = FourierEmbedding(4, d, bands)
+        self.r_t_emb = FourierEmbedding(4, d, bands)
+        self.r_pl2a_emb = FourierEmbedding(3, d, bands)
+        self.r_a2a_emb = FourierEmbedding(3, d, bands)
+        layers = range(config.num_agent_layers)
+        self.t_attn_layers = nn.ModuleList(
+            AttentionLayer.from_config(config, bipartite=False, has_pos_emb=True) for _ in layers
+        )
+        self.pl2a_attn_layers = nn.ModuleList(
+            AttentionLayer.from_config(config, bipartite=True, has_pos_emb=True) for _ in layers
+        )
+        self.a2a_attn_layers = nn.ModuleList(
+            AttentionLayer.from_config(config, bipartite=False, has_pos_emb=True) for _ in layers
+        )
         self.apply(init_weights)
 
     def build_graphs(self, data: HeteroData) -> dict[str, Tensor]:
@@ -84,7 +72,8 @@ class QCNetAgentEncoder(nn.Module):
         t2t nodes are agent-major (``a*H + t``); pl2a / a2a nodes time-major (agent-step ``t*A + a``, polygon
         ``t*P + p``).
         """
-        h = self.num_historical_steps
+        config = self.config
+        h = config.num_historical_steps
         agent = data["agent"]
         pos_a = agent["position"][:, :h, :2]
         head_a = agent["heading"][:, :h]
@@ -93,7 +82,7 @@ class QCNetAgentEncoder(nn.Module):
         out: dict[str, Tensor] = {}
 
         # t2t (agent-major nodes a*H + t)
-        s, t = temporal_pairs(h, self.time_span, device)
+        s, t = temporal_pairs(h, config.effective_time_span, device)
         base = (torch.arange(num_a, device=device) * h).unsqueeze(1)
         keep = mask_a[:, s] & mask_a[:, t]  # [A, pairs]
         src, dst = (base + s)[keep], (base + t)[keep]
@@ -126,10 +115,10 @@ class QCNetAgentEncoder(nn.Module):
         pl_idx, a_idx = radius(
             pos_s[valid_s],
             pos_pl_s,
-            self.pl2a_radius,
+            config.pl2a_radius,
             batch_x=batch_s[valid_s],
             batch_y=batch_pl_s,
-            max_num_neighbors=self.max_num_neighbors,
+            max_num_neighbors=config.max_num_neighbors,
         )
         src, dst = pl_idx, valid_s[a_idx]
         out["edge_index_pl2a"] = torch.stack([src, dst])
@@ -138,10 +127,10 @@ class QCNetAgentEncoder(nn.Module):
         # a2a: valid agent-steps of the same scene and step within a2a_radius
         edge_index = radius_graph(
             pos_s[valid_s],
-            self.a2a_radius,
+            config.a2a_radius,
             batch=batch_s[valid_s],
             loop=False,
-            max_num_neighbors=self.max_num_neighbors,
+            max_num_neighbors=config.max_num_neighbors,
         )
         src, dst = valid_s[edge_index]
         out["edge_index_a2a"] = torch.stack([src, dst])
@@ -150,7 +139,7 @@ class QCNetAgentEncoder(nn.Module):
 
     def forward(self, data: HeteroData, map_enc: dict[str, Tensor]) -> dict[str, Tensor]:
         """``map_enc["x_pl"] [P, D]`` -> ``{"x_a": [A, H, D]}``."""
-        h, d = self.num_historical_steps, self.hidden_dim
+        h, d = self.config.num_historical_steps, self.config.hidden_dim
         agent = data["agent"]
         pos_a = agent["position"][:, :h, :2]
         head_a = agent["heading"][:, :h]
@@ -175,7 +164,7 @@ class QCNetAgentEncoder(nn.Module):
         r_pl2a = self.r_pl2a_emb(continuous_inputs=g["r_pl2a"], categorical_embs=None)
         r_a2a = self.r_a2a_emb(continuous_inputs=g["r_a2a"], categorical_embs=None)
         x_pl_s = map_enc["x_pl"].repeat(h, 1)  # the map is the same at every step
-        for i in range(self.num_layers):
+        for i in range(self.config.num_agent_layers):
             x_a = self.t_attn_layers[i](x_a, r_t, g["edge_index_t"])
             x_a = x_a.view(num_a, h, d).transpose(0, 1).reshape(-1, d)  # -> time-major
             x_a = self.pl2a_attn_layers[i]((x_pl_s, x_a), r_pl2a, g["edge_index_pl2a"])

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from smartpretrain.backbones.graph import radius, radius_graph, relative_polar
+from smartpretrain.backbones.qcnet.config import QCNetConfig
 from smartpretrain.backbones.qcnet.layers import AttentionLayer, FourierEmbedding, MLPLayer, init_weights
 from smartpretrain.backbones.qcnet.map_encoder import batch_vector, node_field
 
@@ -18,7 +19,7 @@ from smartpretrain.backbones.qcnet.map_encoder import batch_vector, node_field
 class QCNetDecoder(nn.Module):
     r"""Query-centric multimodal decoder.
 
-    Mode queries ``m`` (``mode_emb``, one per mode and agent) attend, ``num_layers`` times in a row, to:
+    Mode queries ``m`` (``mode_emb``, one per mode and agent) attend, ``num_dec_layers`` times in a row, to:
 
     - t2m: the agent's own valid history steps ``s >= H - num_t2m_steps`` (only agents with some true
       ``predict_mask``); features :func:`relative_polar` in the agent's frame at step H-1, plus ``s - (H-1)``.
@@ -37,81 +38,49 @@ class QCNetDecoder(nn.Module):
     propose location cumsum(tanh * pi), concentration 1 / (cumsum(ELU + 1) + 0.02); refine tanh * pi + proposal,
     1 / (ELU + 1 + 0.02). All outputs are in each agent's frame at step H-1.
 
-    ``propose_stack_only=True`` builds only what SmartPretrain's SSL branch uses (``mode_emb``, the relative
-    embeddings and the propose attention stack: the release's 281-key ``QCNetDecoder_ssl``); then only
-    :meth:`propose_queries` is available.
+    Every size, radius and count comes from the :class:`QCNetConfig`. ``propose_stack_only=True`` builds only
+    what SmartPretrain's SSL branch uses (``mode_emb``, the relative embeddings and the propose attention stack: the
+    release's 281-key ``QCNetDecoder_ssl``); then only :meth:`propose_queries` is available.
     """
 
-    def __init__(
-        self,
-        input_dim: int = 2,
-        hidden_dim: int = 128,
-        output_dim: int = 2,
-        output_head: bool = False,
-        num_historical_steps: int = 50,
-        num_future_steps: int = 60,
-        num_modes: int = 6,
-        num_recurrent_steps: int = 3,
-        num_t2m_steps: int | None = 30,
-        pl2m_radius: float = 150.0,
-        a2m_radius: float = 150.0,
-        num_freq_bands: int = 64,
-        num_layers: int = 2,
-        num_heads: int = 8,
-        head_dim: int = 16,
-        dropout: float = 0.1,
-        max_num_neighbors: int = 300,
-        propose_stack_only: bool = False,
-    ) -> None:
+    def __init__(self, config: QCNetConfig) -> None:
         super().__init__()
-        if num_future_steps % num_recurrent_steps != 0:
-            raise ValueError("num_future_steps must be a multiple of num_recurrent_steps")
-        self.input_dim, self.hidden_dim, self.output_dim, self.output_head = (
-            input_dim,
-            hidden_dim,
-            output_dim,
-            output_head,
-        )
-        self.num_historical_steps, self.num_future_steps = num_historical_steps, num_future_steps
-        self.num_modes, self.num_recurrent_steps = num_modes, num_recurrent_steps
-        self.num_t2m_steps = num_t2m_steps if num_t2m_steps is not None else num_historical_steps
-        self.pl2m_radius, self.a2m_radius = pl2m_radius, a2m_radius
-        self.num_layers, self.max_num_neighbors = num_layers, max_num_neighbors
-        self.propose_stack_only = propose_stack_only
-
-        self.mode_emb = nn.Embedding(num_modes, hidden_dim)
-        self.r_t2m_emb = FourierEmbedding(4, hidden_dim, num_freq_bands)
-        self.r_pl2m_emb = FourierEmbedding(3, hidden_dim, num_freq_bands)
-        self.r_a2m_emb = FourierEmbedding(3, hidden_dim, num_freq_bands)
-        if not propose_stack_only:
-            self.y_emb = FourierEmbedding(output_dim + int(output_head), hidden_dim, num_freq_bands)
-            self.traj_emb = nn.GRU(hidden_dim, hidden_dim, num_layers=1, bias=True, batch_first=False)
-            self.traj_emb_h0 = nn.Parameter(torch.zeros(1, hidden_dim))
-        layer = dict(hidden_dim=hidden_dim, num_heads=num_heads, head_dim=head_dim, dropout=dropout)
-        for stage in ("propose",) if propose_stack_only else ("propose", "refine"):
+        self.config = config
+        d, bands = config.hidden_dim, config.num_freq_bands
+        self.mode_emb = nn.Embedding(config.num_modes, d)
+        self.r_t2m_emb = FourierEmbedding(4, d, bands)
+        self.r_pl2m_emb = FourierEmbedding(3, d, bands)
+        self.r_a2m_emb = FourierEmbedding(3, d, bands)
+        if not config.propose_stack_only:
+            self.y_emb = FourierEmbedding(config.output_dim + int(config.output_head), d, bands)
+            self.traj_emb = nn.GRU(d, d, num_layers=1, bias=True, batch_first=False)
+            self.traj_emb_h0 = nn.Parameter(torch.zeros(1, d))
+        for stage in ("propose",) if config.propose_stack_only else ("propose", "refine"):
             for kind in ("t2m", "pl2m", "a2m"):
                 stack = nn.ModuleList(
-                    AttentionLayer(bipartite=True, has_pos_emb=True, **layer) for _ in range(num_layers)
+                    AttentionLayer.from_config(config, bipartite=True, has_pos_emb=True)
+                    for _ in range(config.num_dec_layers)
                 )
                 setattr(self, f"{kind}_{stage}_attn_layers", stack)
-            setattr(self, f"m2m_{stage}_attn_layer", AttentionLayer(bipartite=False, has_pos_emb=False, **layer))
-        if not propose_stack_only:
-            self._build_output_heads(output_dim, output_head)
+            m2m = AttentionLayer.from_config(config, bipartite=False, has_pos_emb=False)
+            setattr(self, f"m2m_{stage}_attn_layer", m2m)
+        if not config.propose_stack_only:
+            self._build_output_heads()
         self.apply(init_weights)
 
-    def _build_output_heads(self, output_dim: int, output_head: bool) -> None:
-        hidden_dim, num_future_steps = self.hidden_dim, self.num_future_steps
-        steps_per_rec = num_future_steps // self.num_recurrent_steps
-        self.to_loc_propose_pos = MLPLayer(hidden_dim, hidden_dim, steps_per_rec * output_dim)
-        self.to_scale_propose_pos = MLPLayer(hidden_dim, hidden_dim, steps_per_rec * output_dim)
-        self.to_loc_refine_pos = MLPLayer(hidden_dim, hidden_dim, num_future_steps * output_dim)
-        self.to_scale_refine_pos = MLPLayer(hidden_dim, hidden_dim, num_future_steps * output_dim)
-        if output_head:
-            self.to_loc_propose_head = MLPLayer(hidden_dim, hidden_dim, steps_per_rec)
-            self.to_conc_propose_head = MLPLayer(hidden_dim, hidden_dim, steps_per_rec)
-            self.to_loc_refine_head = MLPLayer(hidden_dim, hidden_dim, num_future_steps)
-            self.to_conc_refine_head = MLPLayer(hidden_dim, hidden_dim, num_future_steps)
-        self.to_pi = MLPLayer(hidden_dim, hidden_dim, 1)
+    def _build_output_heads(self) -> None:
+        d, f, out = self.config.hidden_dim, self.config.num_future_steps, self.config.output_dim
+        per_rec = self.config.steps_per_recurrence
+        self.to_loc_propose_pos = MLPLayer(d, d, per_rec * out)
+        self.to_scale_propose_pos = MLPLayer(d, d, per_rec * out)
+        self.to_loc_refine_pos = MLPLayer(d, d, f * out)
+        self.to_scale_refine_pos = MLPLayer(d, d, f * out)
+        if self.config.output_head:
+            self.to_loc_propose_head = MLPLayer(d, d, per_rec)
+            self.to_conc_propose_head = MLPLayer(d, d, per_rec)
+            self.to_loc_refine_head = MLPLayer(d, d, f)
+            self.to_conc_refine_head = MLPLayer(d, d, f)
+        self.to_pi = MLPLayer(d, d, 1)
 
     # ----------------------------------------------------------------------------------------------------------
     def build_graphs(self, data: HeteroData, query_mask: Tensor | None = None) -> dict[str, Tensor]:
@@ -120,7 +89,8 @@ class QCNetDecoder(nn.Module):
         ``query_mask [A]``: agents whose mode queries receive t2m / a2m messages; default: agents with some
         future to predict (``predict_mask``).
         """
-        h, k = self.num_historical_steps, self.num_modes
+        config = self.config
+        h, k = config.num_historical_steps, config.num_modes
         agent = data["agent"]
         pos = agent["position"][:, :h, :2]
         head = agent["heading"][:, :h]
@@ -128,7 +98,7 @@ class QCNetDecoder(nn.Module):
         pos_m, head_m = pos[:, -1], head[:, -1]
         mask_dst = agent["predict_mask"].any(dim=-1) if query_mask is None else query_mask
         mask_src = agent["valid_mask"][:, :h].clone()
-        mask_src[:, : h - self.num_t2m_steps] = False
+        mask_src[:, : h - config.effective_num_t2m_steps] = False
         out: dict[str, Tensor] = {}
 
         # t2m: history step (a*H + s) -> agent a (expanded to its modes a*K + k by the caller)
@@ -148,14 +118,19 @@ class QCNetDecoder(nn.Module):
         batch_a = batch_vector(data, "agent", num_a, device)
         batch_pl = batch_vector(data, "map_polygon", pos_pl.size(0), device)
         pl_idx, a_idx = radius(
-            pos_m, pos_pl, self.pl2m_radius, batch_x=batch_a, batch_y=batch_pl, max_num_neighbors=self.max_num_neighbors
+            pos_m,
+            pos_pl,
+            config.pl2m_radius,
+            batch_x=batch_a,
+            batch_y=batch_pl,
+            max_num_neighbors=config.max_num_neighbors,
         )
         out["pl2m"] = torch.stack([pl_idx, a_idx])
         out["r_pl2m"] = relative_polar(pos_pl[pl_idx], pos_m[a_idx], head_m[a_idx], orient_pl[pl_idx])
 
         # a2m: agents valid at H-1 -> predicted agents, within a2m_radius at H-1
         src, dst = radius_graph(
-            pos_m, self.a2m_radius, batch=batch_a, loop=False, max_num_neighbors=self.max_num_neighbors
+            pos_m, config.a2m_radius, batch=batch_a, loop=False, max_num_neighbors=config.max_num_neighbors
         )
         keep = agent["valid_mask"][src, h - 1] & mask_dst[dst]
         src, dst = src[keep], dst[keep]
@@ -172,7 +147,7 @@ class QCNetDecoder(nn.Module):
 
     def _tile(self, edge_index: Tensor, num_src: int, num_dst: int) -> Tensor:
         """Repeat ``edge_index`` once per mode, mode-major: ``(j + k*num_src, i + k*num_dst)``."""
-        k = torch.arange(self.num_modes, device=edge_index.device).unsqueeze(1)
+        k = torch.arange(self.config.num_modes, device=edge_index.device).unsqueeze(1)
         src = (edge_index[0].unsqueeze(0) + k * num_src).reshape(-1)
         dst = (edge_index[1].unsqueeze(0) + k * num_dst).reshape(-1)
         return torch.stack([src, dst])
@@ -184,9 +159,9 @@ class QCNetDecoder(nn.Module):
         ctx: dict[str, Tensor],
         num_a: int,
     ) -> Tensor:
-        """One pass of ``num_layers`` x (t2m, pl2m, a2m) then m2m; ``m`` agent-major ``[A*K, D]``."""
-        k, d = self.num_modes, self.hidden_dim
-        for i in range(self.num_layers):
+        """One pass of ``num_dec_layers`` x (t2m, pl2m, a2m) then m2m; ``m`` agent-major ``[A*K, D]``."""
+        k, d = self.config.num_modes, self.config.hidden_dim
+        for i in range(self.config.num_dec_layers):
             m = getattr(self, f"t2m_{stage}_attn_layers")[i]((ctx["x_t"], m), ctx["r_t2m"], ctx["t2m"])
             m = m.view(num_a, k, d).transpose(0, 1).reshape(-1, d)  # -> mode-major
             m = getattr(self, f"pl2m_{stage}_attn_layers")[i]((ctx["x_pl"], m), ctx["r_pl2m"], ctx["pl2m"])
@@ -196,7 +171,7 @@ class QCNetDecoder(nn.Module):
 
     def _context(self, data: HeteroData, enc: dict[str, Tensor], query_mask: Tensor | None = None) -> dict[str, Tensor]:
         """Keys, values and embedded relative positions the mode queries attend to (mode-tiled)."""
-        k, d = self.num_modes, self.hidden_dim
+        k, d = self.config.num_modes, self.config.hidden_dim
         x_a, x_pl = enc["x_a"], enc["x_pl"]
         num_a, num_pl = x_a.size(0), x_pl.size(0)
         g = self.build_graphs(data, query_mask)
@@ -220,10 +195,10 @@ class QCNetDecoder(nn.Module):
         """The mode queries after each propose recurrence, ``[A, R, K*D]`` (SmartPretrain's SSL embedding; the
         release runs it with K = 1). Every agent observed at step H-1 is a query (views have no future)."""
         num_a = enc["x_a"].size(0)
-        ctx = self._context(data, enc, query_mask=data["agent"]["valid_mask"][:, self.num_historical_steps - 1])
+        ctx = self._context(data, enc, query_mask=data["agent"]["valid_mask"][:, self.config.num_historical_steps - 1])
         m = self.mode_emb.weight.repeat(num_a, 1)
         out = []
-        for _ in range(self.num_recurrent_steps):
+        for _ in range(self.config.num_recurrent_steps):
             m = self._attend("propose", m, ctx, num_a)
             out.append(m.view(num_a, -1))
         return torch.stack(out, dim=1)
@@ -231,28 +206,29 @@ class QCNetDecoder(nn.Module):
     def forward(self, data: HeteroData, enc: dict[str, Tensor]) -> dict[str, Tensor]:
         """``enc``: ``x_a [A, H, D]``, ``x_pl [P, D]``. Returns ``loc_{propose,refine}_pos [A, K, F, 2]``,
         ``scale_{propose,refine}_pos`` (Laplace scales), ``pi [A, K]`` (+ ``loc/conc_*_head [A, K, F, 1]``)."""
-        if self.propose_stack_only:
+        config = self.config
+        if config.propose_stack_only:
             raise RuntimeError("this QCNetDecoder was built with propose_stack_only=True: it cannot forecast")
-        k, d, f = self.num_modes, self.hidden_dim, self.num_future_steps
+        k, d, f = config.num_modes, config.hidden_dim, config.num_future_steps
         num_a = enc["x_a"].size(0)
         ctx = self._context(data, enc)
 
         # propose
         m = self.mode_emb.weight.repeat(num_a, 1)  # agent-major [A*K, D]
         locs, scales, locs_head, concs_head = [], [], [], []
-        for _ in range(self.num_recurrent_steps):
+        for _ in range(config.num_recurrent_steps):
             m = self._attend("propose", m, ctx, num_a)
             locs.append(self.to_loc_propose_pos(m))
             scales.append(self.to_scale_propose_pos(m))
-            if self.output_head:
+            if config.output_head:
                 locs_head.append(self.to_loc_propose_head(m))
                 concs_head.append(self.to_conc_propose_head(m))
-        shape = (num_a, k, f, self.output_dim)
+        shape = (num_a, k, f, config.output_dim)
         loc_propose_pos = torch.cumsum(torch.cat(locs, dim=-1).view(shape), dim=-2)
         scale_propose_pos = torch.cumsum(F.elu(torch.cat(scales, dim=-1).view(shape), alpha=1.0) + 1.0, dim=-2) + 0.1
         out = {"loc_propose_pos": loc_propose_pos, "scale_propose_pos": scale_propose_pos}
         traj = loc_propose_pos.detach()
-        if self.output_head:
+        if config.output_head:
             shape_h = (num_a, k, f, 1)
             loc_propose_head = torch.cumsum(torch.tanh(torch.cat(locs_head, dim=-1).view(shape_h)) * math.pi, dim=-2)
             conc_propose_head = 1.0 / (
@@ -269,7 +245,7 @@ class QCNetDecoder(nn.Module):
         m = self._attend("refine", m, ctx, num_a)
         out["loc_refine_pos"] = self.to_loc_refine_pos(m).view(shape) + loc_propose_pos.detach()
         out["scale_refine_pos"] = F.elu(self.to_scale_refine_pos(m).view(shape), alpha=1.0) + 1.0 + 0.1
-        if self.output_head:
+        if config.output_head:
             shape_h = (num_a, k, f, 1)
             out["loc_refine_head"] = (
                 torch.tanh(self.to_loc_refine_head(m).view(shape_h)) * math.pi + out["loc_propose_head"].detach()

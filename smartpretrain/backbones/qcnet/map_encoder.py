@@ -8,6 +8,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.utils import coalesce
 
 from smartpretrain.backbones.graph import radius_graph, relative_polar, wrap_angle
+from smartpretrain.backbones.qcnet.config import QCNetConfig
 from smartpretrain.backbones.qcnet.layers import AttentionLayer, FourierEmbedding, init_weights
 
 
@@ -27,7 +28,7 @@ def batch_vector(data: HeteroData, node_type: str, num_nodes: int, device: torch
 
 
 class QCNetMapEncoder(nn.Module):
-    """Embed map points and polygons, then ``num_layers`` x (pt2pl attention, pl2pl attention).
+    """Embed map points and polygons, then ``num_map_layers`` x (pt2pl attention, pl2pl attention).
 
     Polygons get categorical features only (type, intersection); points their vector length (and height with
     ``input_dim = 3``) plus type and side. Edge features (:func:`relative_polar` in the target polygon's frame):
@@ -37,51 +38,33 @@ class QCNetMapEncoder(nn.Module):
     Returns ``x_pl [P, D]`` (the reference tiles it over the history steps; consumers do that themselves).
     """
 
-    def __init__(
-        self,
-        input_dim: int = 2,
-        hidden_dim: int = 128,
-        num_historical_steps: int = 50,
-        pl2pl_radius: float = 150.0,
-        num_freq_bands: int = 64,
-        num_layers: int = 1,
-        num_heads: int = 8,
-        head_dim: int = 16,
-        dropout: float = 0.1,
-        num_point_types: int = 17,
-        num_sides: int = 3,
-        num_polygon_types: int = 4,
-        num_intersection_types: int = 3,
-        num_edge_types: int = 5,
-        max_num_neighbors: int = 300,
-    ) -> None:
+    def __init__(self, config: QCNetConfig) -> None:
         super().__init__()
-        if input_dim not in (2, 3):
-            raise ValueError(f"input_dim must be 2 or 3, got {input_dim}")
-        self.input_dim, self.hidden_dim = input_dim, hidden_dim
-        self.num_historical_steps = num_historical_steps
-        self.pl2pl_radius, self.max_num_neighbors = pl2pl_radius, max_num_neighbors
-        self.num_layers = num_layers
-
-        self.type_pt_emb = nn.Embedding(num_point_types, hidden_dim)
-        self.side_pt_emb = nn.Embedding(num_sides, hidden_dim)
-        self.type_pl_emb = nn.Embedding(num_polygon_types, hidden_dim)
-        self.int_pl_emb = nn.Embedding(num_intersection_types, hidden_dim)
-        self.type_pl2pl_emb = nn.Embedding(num_edge_types, hidden_dim)
-        extra = input_dim - 2  # height / relative z with input_dim 3
-        self.x_pt_emb = FourierEmbedding(1 + extra, hidden_dim, num_freq_bands)
-        self.x_pl_emb = FourierEmbedding(extra, hidden_dim, num_freq_bands)
-        self.r_pt2pl_emb = FourierEmbedding(3 + extra, hidden_dim, num_freq_bands)
-        self.r_pl2pl_emb = FourierEmbedding(3 + extra, hidden_dim, num_freq_bands)
-        layer = dict(hidden_dim=hidden_dim, num_heads=num_heads, head_dim=head_dim, dropout=dropout, has_pos_emb=True)
-        self.pt2pl_layers = nn.ModuleList(AttentionLayer(bipartite=True, **layer) for _ in range(num_layers))
-        self.pl2pl_layers = nn.ModuleList(AttentionLayer(bipartite=False, **layer) for _ in range(num_layers))
+        self.config = config
+        d, bands = config.hidden_dim, config.num_freq_bands
+        self.type_pt_emb = nn.Embedding(config.num_point_types, d)
+        self.side_pt_emb = nn.Embedding(config.num_point_sides, d)
+        self.type_pl_emb = nn.Embedding(config.num_polygon_types, d)
+        self.int_pl_emb = nn.Embedding(config.num_intersection_types, d)
+        self.type_pl2pl_emb = nn.Embedding(config.num_pl2pl_types, d)
+        extra = config.input_dim - 2  # height / relative z with input_dim 3
+        self.x_pt_emb = FourierEmbedding(1 + extra, d, bands)
+        self.x_pl_emb = FourierEmbedding(extra, d, bands)
+        self.r_pt2pl_emb = FourierEmbedding(3 + extra, d, bands)
+        self.r_pl2pl_emb = FourierEmbedding(3 + extra, d, bands)
+        layers = range(config.num_map_layers)
+        self.pt2pl_layers = nn.ModuleList(
+            AttentionLayer.from_config(config, bipartite=True, has_pos_emb=True) for _ in layers
+        )
+        self.pl2pl_layers = nn.ModuleList(
+            AttentionLayer.from_config(config, bipartite=False, has_pos_emb=True) for _ in layers
+        )
         self.apply(init_weights)
 
     def _edge_attr(self, pos_src: Tensor, pos_dst: Tensor, theta_src: Tensor, theta_dst: Tensor) -> Tensor:
         polar = relative_polar(pos_src, pos_dst, theta_dst)  # [E, 2]: d, angle
         feats = [polar[:, 0], polar[:, 1]]
-        if self.input_dim == 3:
+        if self.config.input_dim == 3:
             feats.append(pos_src[:, 2] - pos_dst[:, 2])
         feats.append(wrap_angle(theta_src - theta_dst))
         return torch.stack(feats, dim=-1)
@@ -89,9 +72,9 @@ class QCNetMapEncoder(nn.Module):
     def build_graphs(self, data: HeteroData) -> dict[str, Tensor]:
         """pt2pl and pl2pl edges (``[2, E]``, row 0 source), pl2pl types and raw edge features."""
         device = data["agent"]["position"].device
-        pos_pt = node_field(data, "map_point", "position", (3,), torch.float)[:, : self.input_dim]
+        pos_pt = node_field(data, "map_point", "position", (3,), torch.float)[:, : self.config.input_dim]
         orient_pt = node_field(data, "map_point", "orientation", (), torch.float)
-        pos_pl = node_field(data, "map_polygon", "position", (3,), torch.float)[:, : self.input_dim]
+        pos_pl = node_field(data, "map_polygon", "position", (3,), torch.float)[:, : self.config.input_dim]
         orient_pl = node_field(data, "map_polygon", "orientation", (), torch.float)
         num_pl = pos_pl.size(0)
         out: dict[str, Tensor] = {}
@@ -108,7 +91,11 @@ class QCNetMapEncoder(nn.Module):
         # pl2pl: radius graph U topology (topology types win over the radius-only type 0)
         batch_pl = batch_vector(data, "map_polygon", num_pl, device)
         edge_index_radius = radius_graph(
-            pos_pl[:, :2], self.pl2pl_radius, batch=batch_pl, loop=False, max_num_neighbors=self.max_num_neighbors
+            pos_pl[:, :2],
+            self.config.pl2pl_radius,
+            batch=batch_pl,
+            loop=False,
+            max_num_neighbors=self.config.max_num_neighbors,
         )
         pl2pl = ("map_polygon", "to", "map_polygon")
         if pl2pl in data.edge_types and "edge_index" in data[pl2pl]:
@@ -131,7 +118,7 @@ class QCNetMapEncoder(nn.Module):
         """Returns ``{"x_pl": [P, D]}``."""
         num_pl = node_field(data, "map_polygon", "orientation", (), torch.float).size(0)
         magnitude = node_field(data, "map_point", "magnitude", (), torch.float)
-        if self.input_dim == 2:
+        if self.config.input_dim == 2:
             x_pt = magnitude.unsqueeze(-1)
             x_pl = None
         else:
@@ -157,7 +144,7 @@ class QCNetMapEncoder(nn.Module):
         r_pl2pl = self.r_pl2pl_emb(
             continuous_inputs=g["r_pl2pl"], categorical_embs=[self.type_pl2pl_emb(g["type_pl2pl"])]
         )
-        for i in range(self.num_layers):
+        for i in range(self.config.num_map_layers):
             x_pl = self.pt2pl_layers[i]((x_pt, x_pl), r_pt2pl, g["edge_index_pt2pl"])
             x_pl = self.pl2pl_layers[i](x_pl, r_pl2pl, g["edge_index_pl2pl"])
         return {"x_pl": x_pl}

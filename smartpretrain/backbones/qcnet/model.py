@@ -7,16 +7,18 @@ The module tree and parameter names are those of the official release (``encoder
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from smartpretrain.backbones.base import AgentEmbeddings, Backbone, BackboneAdapter, EvalTargets, Forecast, rotate
+from smartpretrain.backbones.qcnet.config import QCNetConfig, SSLQuery
 from smartpretrain.backbones.qcnet.decoder import QCNetDecoder
 from smartpretrain.backbones.qcnet.encoder import QCNetEncoder
 from smartpretrain.backbones.qcnet.loss import qcnet_loss
 from smartpretrain.backbones.qcnet.map_encoder import batch_vector
 
-SSL_QUERIES = ("propose", "encoder")
 _EXTRAS_POS = ("loc_propose_pos", "scale_propose_pos", "loc_refine_pos", "scale_refine_pos")
 _EXTRAS_HEAD = ("loc_propose_head", "conc_propose_head", "loc_refine_head", "conc_refine_head")
 
@@ -29,6 +31,10 @@ _PROPOSE_TO_REFINE = {
 
 class QCNet(Backbone):
     """QCNet with the reference AV2 defaults (7,660,673 parameters).
+
+    Every hyper-parameter lives in one :class:`~smartpretrain.backbones.qcnet.config.QCNetConfig` (``self.config``),
+    which the encoders and the decoder read; ``QCNet(config, **overrides)`` and ``QCNet(**fields)`` (how Hydra
+    builds it from ``configs/model/qcnet*.yaml``) are both accepted.
 
     For SmartPretrain, :meth:`agent_embeddings` returns (``ssl_query="propose"``, the release) the single-mode
     query after each propose recurrence, ``[A, num_recurrent_steps, D]``, or (``"encoder"``) the encoder's
@@ -50,103 +56,46 @@ class QCNet(Backbone):
     #: "copy_refine": propose-stage attention weights also initialise the refine stage
     propose_to_refine_prefixes = _PROPOSE_TO_REFINE
 
-    def __init__(
-        self,
-        input_dim: int = 2,
-        hidden_dim: int = 128,
-        output_dim: int = 2,
-        output_head: bool = False,
-        num_historical_steps: int = 50,
-        num_future_steps: int = 60,
-        num_modes: int = 6,
-        num_recurrent_steps: int = 3,
-        num_freq_bands: int = 64,
-        num_map_layers: int = 1,
-        num_agent_layers: int = 2,
-        num_dec_layers: int = 2,
-        num_heads: int = 8,
-        head_dim: int = 16,
-        dropout: float = 0.1,
-        pl2pl_radius: float = 150.0,
-        time_span: int | None = 10,
-        pl2a_radius: float = 50.0,
-        a2a_radius: float = 50.0,
-        num_t2m_steps: int | None = 30,
-        pl2m_radius: float = 150.0,
-        a2m_radius: float = 150.0,
-        max_num_neighbors: int = 300,
-        num_agent_types: int = 10,
-        num_point_types: int = 17,
-        num_polygon_types: int = 4,
-        ssl_query: str = "propose",
-        propose_stack_only: bool = False,
-    ) -> None:
+    def __init__(self, config: QCNetConfig | None = None, **overrides: Any) -> None:
+        """``config`` (default: the AV2 model) with ``overrides`` (field name -> value) replacing its fields."""
         super().__init__()
-        if output_dim != 2:
-            raise ValueError("only output_dim = 2 (x, y) is supported")
-        self.input_dim, self.hidden_dim, self.output_dim, self.output_head = (
-            input_dim,
-            hidden_dim,
-            output_dim,
-            output_head,
-        )
-        self.num_historical_steps, self.num_future_steps = num_historical_steps, num_future_steps
-        self.num_modes, self.num_recurrent_steps = num_modes, num_recurrent_steps
-        self.pl2pl_radius = pl2pl_radius
-        if ssl_query not in SSL_QUERIES:
-            raise ValueError(f"ssl_query must be one of {SSL_QUERIES}, got {ssl_query!r}")
-        self.ssl_query, self.propose_stack_only = ssl_query, propose_stack_only
-        self.encoder = QCNetEncoder(
-            input_dim=input_dim,
-            hidden_dim=hidden_dim,
-            num_historical_steps=num_historical_steps,
-            pl2pl_radius=pl2pl_radius,
-            time_span=time_span,
-            pl2a_radius=pl2a_radius,
-            a2a_radius=a2a_radius,
-            num_freq_bands=num_freq_bands,
-            num_map_layers=num_map_layers,
-            num_agent_layers=num_agent_layers,
-            num_heads=num_heads,
-            head_dim=head_dim,
-            dropout=dropout,
-            num_agent_types=num_agent_types,
-            num_point_types=num_point_types,
-            num_polygon_types=num_polygon_types,
-            max_num_neighbors=max_num_neighbors,
-        )
-        self.decoder = QCNetDecoder(
-            input_dim=input_dim,
-            hidden_dim=hidden_dim,
-            output_dim=output_dim,
-            output_head=output_head,
-            num_historical_steps=num_historical_steps,
-            num_future_steps=num_future_steps,
-            num_modes=num_modes,
-            num_recurrent_steps=num_recurrent_steps,
-            num_t2m_steps=num_t2m_steps,
-            pl2m_radius=pl2m_radius,
-            a2m_radius=a2m_radius,
-            num_freq_bands=num_freq_bands,
-            num_layers=num_dec_layers,
-            num_heads=num_heads,
-            head_dim=head_dim,
-            dropout=dropout,
-            max_num_neighbors=max_num_neighbors,
-            propose_stack_only=propose_stack_only,
-        )
+        self.config = QCNetConfig.from_overrides(config, **overrides)
+        # the construction order (map encoder, agent encoder, decoder) decides which random numbers each weight gets
+        self.encoder = QCNetEncoder(self.config)
+        self.decoder = QCNetDecoder(self.config)
+
+    @property
+    def num_modes(self) -> int:
+        """K (``config.num_modes``)."""
+        return self.config.num_modes
+
+    @property
+    def num_historical_steps(self) -> int:
+        """H (``config.num_historical_steps``); the current step is H - 1."""
+        return self.config.num_historical_steps
+
+    @property
+    def num_future_steps(self) -> int:
+        """F (``config.num_future_steps``)."""
+        return self.config.num_future_steps
+
+    @property
+    def propose_stack_only(self) -> bool:
+        """Built without the forecasting modules (``config.propose_stack_only``)."""
+        return self.config.propose_stack_only
 
     @property
     def embedding_dim(self) -> int:
-        return self.hidden_dim * (self.num_modes if self.ssl_query == "propose" else 1)
+        return self.config.embedding_dim
 
     def make_adapter(self) -> BackboneAdapter:
         from smartpretrain.backbones.qcnet.adapter import QCNetAdapter
 
+        config = self.config
         return QCNetAdapter(
-            num_historical_steps=self.num_historical_steps,
-            num_future_steps=self.num_future_steps,
-            pl2pl_radius=self.pl2pl_radius,
+            num_historical_steps=config.num_historical_steps,
+            num_future_steps=config.num_future_steps,
+            pl2pl_radius=config.pl2pl_radius,
         )
 
     def encode(self, batch: HeteroData) -> dict[str, Tensor]:
@@ -157,12 +106,14 @@ class QCNet(Backbone):
         """Propose-stage queries ``[A, R, K*D]`` (``ssl_query="propose"``) or the encoder's ``x_a[:, -1:]``."""
         x_a = encoding["x_a"]
         scene = batch_vector(batch, "agent", x_a.size(0), x_a.device)
-        emb = self.decoder.propose_queries(batch, encoding) if self.ssl_query == "propose" else x_a[:, -1:]
+        emb = (
+            self.decoder.propose_queries(batch, encoding) if self.config.ssl_query == SSLQuery.PROPOSE else x_a[:, -1:]
+        )
         return AgentEmbeddings(emb, scene, batch["agent"]["agent_index"])
 
     def forecast(self, batch: HeteroData, encoding: dict[str, Tensor]) -> Forecast:
         out = self.decoder(batch, encoding)
-        keys = _EXTRAS_POS + (_EXTRAS_HEAD if self.output_head else ())
+        keys = _EXTRAS_POS + (_EXTRAS_HEAD if self.config.output_head else ())
         return Forecast(loc=out["loc_refine_pos"], pi=out["pi"], extras={key: out[key] for key in keys})
 
     def loss(self, batch: HeteroData, forecast: Forecast) -> dict[str, Tensor]:
@@ -175,7 +126,7 @@ class QCNet(Backbone):
             agent["target"],
             reg_mask=predict,
             cls_mask=predict[:, -1],
-            output_head=self.output_head,
+            output_head=self.config.output_head,
         )
 
     def eval_targets(self, batch: HeteroData) -> EvalTargets:

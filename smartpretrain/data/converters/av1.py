@@ -1,13 +1,15 @@
 """Argoverse 1 motion-forecasting CSVs -> :class:`~smartpretrain.data.scene.Scene`.
 
-Raw layout: ``{raw_root}/{split}/data/{seq_id}.csv`` with columns ``TIMESTAMP,TRACK_ID,OBJECT_TYPE,X,Y,CITY_NAME``;
-50 steps at 10 Hz (20 history + 30 future; the test split has only the 20 history steps: use ``num_steps=20``).
-``OBJECT_TYPE`` is ``AGENT`` (the focal track, exactly one), ``AV`` (the self-driving car) or ``OTHERS``.
-Optional city vector maps: see :mod:`smartpretrain.data.converters.av1_map`.
+Raw layout (the format itself: :mod:`smartpretrain.data.formats.av1`): ``{raw_root}/{split}/data/{seq_id}.csv``
+with columns ``TIMESTAMP,TRACK_ID,OBJECT_TYPE,X,Y,CITY_NAME``; 50 steps at 10 Hz (20 history + 30 future; the test
+split has only the 20 history steps: use ``num_steps=20``). ``OBJECT_TYPE`` is ``AGENT`` (the focal track, exactly
+one), ``AV`` (the self-driving car) or ``OTHERS``. Optional city vector maps: see
+:mod:`smartpretrain.data.converters.av1_map`.
 
-Reading. One ``pyarrow.csv.read_csv`` with explicit column types (TIMESTAMP / X / Y float64; TRACK_ID,
-OBJECT_TYPE, CITY_NAME as dictionary-encoded strings, whose codes the reader builds while parsing), then
-vectorised numpy; no per-row Python. About 1.5-2 ms per file on one core (579 val files, maps off).
+Reading. One ``pyarrow.csv.read_csv`` with explicit column types (:func:`~smartpretrain.data.formats.av1.read_csv`:
+TIMESTAMP / X / Y float64; TRACK_ID, OBJECT_TYPE, CITY_NAME as dictionary-encoded strings, whose codes the reader
+builds while parsing), then vectorised numpy; no per-row Python. About 1.5-2 ms per file on one core (579 val
+files, maps off).
 
 Timeline. Timestamps are not on a 0.1 s grid (gaps of 0.01-0.45 s occur between consecutive frames, and every
 row of a frame carries the frame's timestamp), and tracks have gaps. So a row's step is the rank of its
@@ -60,7 +62,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from smartpretrain.data.converters.av1_map import load_av1_city_maps
 from smartpretrain.data.converters.base import (
@@ -70,33 +71,16 @@ from smartpretrain.data.converters.base import (
     Repair,
     RepairKind,
     SceneConverter,
+    map_labels,
+    read_raw,
+    validated,
 )
-from smartpretrain.data.scene import AgentTracks, MapData, Scene, SceneValidationError
+from smartpretrain.data.formats import av1
+from smartpretrain.data.scene import AgentTracks, MapData, Scene
 from smartpretrain.data.taxonomy import AV1_AGENT_TYPES, AgentRole, AgentType, Dataset
 
-AV1_COLUMNS = ("TIMESTAMP", "TRACK_ID", "OBJECT_TYPE", "X", "Y", "CITY_NAME")
-AV1_NUM_STEPS = 50
-AV1_CURRENT_STEP = 19
-FOCAL_LABEL = "AGENT"
-SDC_LABEL = "AV"
 # Chord length (m) a track must cover before its direction of motion counts as its heading (module docstring).
 HEADING_MIN_DISPLACEMENT = 1.0
-
-# The three string columns are read dictionary-encoded (string values, int32 codes in order of first appearance):
-# the codes are what the converter needs, and the CSV reader builds them while parsing, for free.
-_DICT_STRING = pa.dictionary(pa.int32(), pa.string())
-_READ_OPTIONS = pacsv.ReadOptions(use_threads=False)
-_CONVERT_OPTIONS = pacsv.ConvertOptions(
-    column_types={
-        "TIMESTAMP": pa.float64(),
-        "TRACK_ID": _DICT_STRING,
-        "OBJECT_TYPE": _DICT_STRING,
-        "X": pa.float64(),
-        "Y": pa.float64(),
-        "CITY_NAME": _DICT_STRING,
-    },
-    strings_can_be_null=False,
-)
 
 
 class Av1Converter(SceneConverter):
@@ -118,8 +102,8 @@ class Av1Converter(SceneConverter):
         self,
         raw_root: str | Path,
         split: str,
-        num_steps: int = AV1_NUM_STEPS,
-        current_step: int = AV1_CURRENT_STEP,
+        num_steps: int = av1.NUM_STEPS,
+        current_step: int = av1.CURRENT_STEP,
         map_root: str | Path | None = None,
         map_radius: float = 100.0,
     ) -> None:
@@ -135,7 +119,7 @@ class Av1Converter(SceneConverter):
 
     @property
     def data_dir(self) -> Path:
-        return self.raw_root / self.split / "data"
+        return av1.split_folder(self.raw_root, self.split)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -157,7 +141,7 @@ class Av1Converter(SceneConverter):
             names.sort(key=lambda name: (int(name[:-4]), name))
         else:
             names.sort()
-        prefix = f"{self.split}/data/"
+        prefix = f"{self.split}/{av1.DATA_FOLDER}/"
         return [prefix + name for name in names]
 
     def item_path(self, item: str) -> Path:
@@ -186,11 +170,7 @@ class Av1Converter(SceneConverter):
             agents=agents,
             map=map_data,
         )
-        try:
-            scene.validate()
-        except SceneValidationError as exc:
-            raise ConversionError(DropReason.INVALID_SCENE, path, str(exc), scenario_id) from exc
-        return ConvertedScene(scene, repairs)
+        return validated(scene, path, repairs)
 
     def _scene_map(self, path: Path, scenario_id: str, city: str, origin: np.ndarray) -> MapData:
         if self.map_root is None:
@@ -208,19 +188,14 @@ class Av1Converter(SceneConverter):
         def fail(reason: DropReason, message: str) -> ConversionError:
             return ConversionError(reason, path, message, sid)
 
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise fail(DropReason.MISSING_FILE, "CSV not found") from None
-        except OSError as exc:
-            raise fail(DropReason.CORRUPT_FILE, f"cannot read CSV: {exc}") from None
+        data = read_raw(path, "CSV", sid)
         if not data.strip():
             raise fail(DropReason.EMPTY_FILE, "zero-byte (or blank) CSV")
         try:
-            table = pacsv.read_csv(pa.py_buffer(data), read_options=_READ_OPTIONS, convert_options=_CONVERT_OPTIONS)
+            table = av1.read_csv(data)
         except (pa.ArrowException, UnicodeDecodeError) as exc:
             raise fail(DropReason.CORRUPT_FILE, f"cannot parse CSV: {exc}") from None
-        missing = [c for c in AV1_COLUMNS if c not in table.column_names]
+        missing = [c for c in av1.COLUMNS if c not in table.column_names]
         if missing:
             raise fail(DropReason.MISSING_COLUMNS, f"missing columns {missing} (header: {table.column_names})")
         if table.num_rows == 0:
@@ -275,15 +250,15 @@ class Av1Converter(SceneConverter):
         if mixed.any():
             tid = track_ids[int(code[np.flatnonzero(mixed)[0]])]
             raise fail(DropReason.CORRUPT_FILE, f"track {tid!r} has rows with different OBJECT_TYPEs")
-        focal_code = labels.index(FOCAL_LABEL) if FOCAL_LABEL in labels else -1
+        focal_code = labels.index(av1.FOCAL_LABEL) if av1.FOCAL_LABEL in labels else -1
         focal_tracks = np.flatnonzero(track_label == focal_code)
         if len(focal_tracks) == 0:
-            raise fail(DropReason.NO_FOCAL_AGENT, f"no track has OBJECT_TYPE {FOCAL_LABEL}")
+            raise fail(DropReason.NO_FOCAL_AGENT, f"no track has OBJECT_TYPE {av1.FOCAL_LABEL}")
         if len(focal_tracks) > 1:
             ids = [track_ids[i] for i in focal_tracks]
-            raise fail(DropReason.MULTIPLE_FOCAL_AGENTS, f"{len(ids)} tracks have OBJECT_TYPE {FOCAL_LABEL}: {ids}")
+            raise fail(DropReason.MULTIPLE_FOCAL_AGENTS, f"{len(ids)} tracks have OBJECT_TYPE {av1.FOCAL_LABEL}: {ids}")
         focal = int(focal_tracks[0])
-        sdc_code = labels.index(SDC_LABEL) if SDC_LABEL in labels else -1
+        sdc_code = labels.index(av1.SDC_LABEL) if av1.SDC_LABEL in labels else -1
         appearance = np.argsort(first_row, kind="stable")
         rest = appearance[appearance != focal]
         rest_sdc = track_label[rest] == sdc_code
@@ -304,7 +279,7 @@ class Av1Converter(SceneConverter):
         if not valid[0, cs]:
             raise fail(
                 DropReason.NO_FOCAL_AGENT,
-                f"focal track {track_ids[focal]!r} ({FOCAL_LABEL}) is not observed at current step {cs}",
+                f"focal track {track_ids[focal]!r} ({av1.FOCAL_LABEL}) is not observed at current step {cs}",
             )
         origin_xy = xy[int(np.flatnonzero(flat == cs)[0])]
         origin = np.array([origin_xy[0], origin_xy[1], 0.0], dtype=np.float64)
@@ -315,14 +290,10 @@ class Av1Converter(SceneConverter):
         position = np.zeros((n, t_count, 3), np.float32)
         position[..., :2] = rel
 
-        label_type = np.empty(len(labels), np.int8)
-        for k, name in enumerate(labels):
-            value = AV1_AGENT_TYPES.get(name)
-            if value is None:
-                num_tracks = int((track_label == k).sum())
-                repairs.append(Repair(RepairKind.UNKNOWN_OBJECT_TYPE, str(path), name, count=num_tracks))
-                value = AgentType.UNKNOWN
-            label_type[k] = value
+        label_type, unknown = map_labels(AV1_AGENT_TYPES, labels, AgentType.UNKNOWN)
+        for k in unknown:
+            num_tracks = int((track_label == k).sum())
+            repairs.append(Repair(RepairKind.UNKNOWN_OBJECT_TYPE, str(path), labels[k], count=num_tracks))
         ordered_label = track_label[order]
         role = np.full(n, AgentRole.UNSCORED, np.int8)
         role[0] = AgentRole.FOCAL

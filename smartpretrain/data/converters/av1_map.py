@@ -5,24 +5,13 @@ points ``map_root`` at the folder holding them; the converter then attaches, to 
 centerline passes within ``map_radius`` of the focal agent's current position. No public repository carries
 these files, so AV1 must also work without them (``MapData.empty()``).
 
-File format (one XML document per city, root element ``<ArgoverseVectorMap>``):
-
-* ``<node id x y [height]>``: a point, referenced by id. ``height`` is optional (0 when absent).
-* ``<way lane_id>``: a lane. Children ``<tag k v>`` with keys ``has_traffic_control``, ``is_intersection``
-  (``"True"`` / ``"False"``), ``turn_direction`` (``NONE`` / ``LEFT`` / ``RIGHT``), ``l_neighbor_id``,
-  ``r_neighbor_id`` (a lane id or ``"None"``), repeated ``predecessor`` / ``successor``; and ``<nd ref>``
-  children, the lane centerline as an ordered list of node ids.
-
-Parsing uses ``xml.etree.ElementTree.iterparse`` (bounded memory; every finished element is cleared) and is done
-once per process: :func:`load_av1_city_maps` caches its result (or its error) by the resolved folder path, so
-that converter workers parse each city once, not once per scene, and the converter object stays small to pickle.
-
-Lenient where the format is: a missing boolean tag reads False, a missing ``turn_direction`` reads ``NONE``;
+The file format and its parser (what is lenient, what is refused) are :mod:`smartpretrain.data.formats.av1`'s; a
+file the parser refuses, or whose name is not in the AV1 pattern, drops every scene of its city as
+:attr:`DropReason.BAD_MAP` naming the file. This module turns the parsed lanes into a city map with a topology:
 predecessors / successors / neighbours that name a lane absent from the file (the maps are *pruned*) are dropped.
-Strict where the data would be wrong: malformed XML, a node or lane id that is not an integer, a duplicate node
-or lane id, a ``<nd ref>`` to a node that does not exist, a lane without points, a boolean that is neither
-``True`` nor ``False``, a non-finite coordinate or a file name not in the AV1 pattern raise
-:class:`ConversionError` with :attr:`DropReason.BAD_MAP` naming the file.
+Parsing is done once per process: :func:`load_av1_city_maps` caches its result (or its error) by the resolved
+folder path, so that converter workers parse each city once, not once per scene, and the converter object stays
+small to pickle.
 
 AV1 maps have lane centerlines only (no lane boundaries, no lane marks, no crosswalks): in the scene's
 :class:`MapData` every lane is a :attr:`PolygonType.VEHICLE_LANE` polygon with exactly one polyline,
@@ -33,23 +22,16 @@ points lies within the radius (AV1 centerlines are densely sampled, ~10 points p
 
 from __future__ import annotations
 
-import re
 import threading
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from smartpretrain.data.converters.base import ConversionError, DropReason
+from smartpretrain.data.formats import FormatError, av1
 from smartpretrain.data.scene import MapData
 from smartpretrain.data.taxonomy import EdgeType, Intersection, LineType, PolygonType, Side
-
-MAP_FILE_PATTERN = re.compile(r"^pruned_argoverse_([A-Za-z]+)_(\d+)_vector_map\.xml$")
-# The city ids Argoverse 1 publishes; a file naming a known city with another id is rejected as mislabelled.
-AV1_CITY_IDS: dict[str, int] = {"MIA": 10316, "PIT": 10314}
-TURN_DIRECTIONS = ("NONE", "LEFT", "RIGHT")
-_BOOLS = {"True": True, "False": False}
 
 
 @dataclass
@@ -181,158 +163,26 @@ class Av1CityMap:
         return self.local_map(self.lanes_within(center_xy, radius), origin)
 
 
-def parse_map_file_name(path: Path | str) -> tuple[str, int]:
-    """``(city, city_id)`` from ``pruned_argoverse_{CITY}_{ID}_vector_map.xml``; BAD_MAP when it does not match."""
-    path = Path(path)
-    match = MAP_FILE_PATTERN.match(path.name)
-    if match is None:
-        raise ConversionError(DropReason.BAD_MAP, path, "file name is not pruned_argoverse_{CITY}_{ID}_vector_map.xml")
-    city, city_id = match.group(1), int(match.group(2))
-    expected = AV1_CITY_IDS.get(city)
-    if expected is not None and expected != city_id:
-        raise ConversionError(DropReason.BAD_MAP, path, f"city {city} has map id {expected}, file says {city_id}")
-    return city, city_id
-
-
-def _bool(value: str | None, key: str, lane_id: int, path: Path) -> bool:
-    if value is None:
-        return False
-    try:
-        return _BOOLS[value]
-    except KeyError:
-        raise ConversionError(
-            DropReason.BAD_MAP, path, f"lane {lane_id}: {key}={value!r} is neither 'True' nor 'False'"
-        ) from None
-
-
-def _lane_ref(value: str | None, key: str, lane_id: int, path: Path) -> int | None:
-    if value is None or value == "None" or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ConversionError(DropReason.BAD_MAP, path, f"lane {lane_id}: {key}={value!r} is not a lane id") from None
-
-
 def read_av1_city_map(path: Path | str) -> Av1CityMap:
     """Parse one ``pruned_argoverse_{CITY}_{ID}_vector_map.xml`` (no caching; see :func:`load_av1_city_maps`)."""
     path = Path(path)
-    city, city_id = parse_map_file_name(path)
-
-    node_ids: list[int] = []
-    node_xyz: list[tuple[float, float, float]] = []
-    lane_ids: list[int] = []
-    lane_refs: list[int] = []
-    lane_num_points: list[int] = []
-    is_intersection: list[bool] = []
-    traffic_control: list[bool] = []
-    turn: list[str] = []
-    relations: list[tuple[list[int], list[int], int | None, int | None]] = []
-
-    def bad(message: str) -> ConversionError:
-        return ConversionError(DropReason.BAD_MAP, path, message)
-
     try:
-        root: ET.Element | None = None
-        for event, elem in ET.iterparse(path, events=("start", "end")):
-            if root is None:
-                root = elem
-                if elem.tag != "ArgoverseVectorMap":
-                    raise bad(f"root element is <{elem.tag}>, expected <ArgoverseVectorMap>")
-                continue
-            if event != "end":
-                continue
-            tag = elem.tag
-            if tag == "node":
-                attrib = elem.attrib
-                try:
-                    node_ids.append(int(attrib["id"]))
-                    height = attrib.get("height")
-                    node_xyz.append((float(attrib["x"]), float(attrib["y"]), float(height) if height else 0.0))
-                except (KeyError, ValueError) as exc:
-                    raise bad(f"malformed <node {dict(attrib)}>: {exc!r}") from None
-                root.clear()
-            elif tag == "way":
-                raw_id = elem.get("lane_id")
-                try:
-                    lane_id = int(raw_id)  # type: ignore[arg-type]
-                except (TypeError, ValueError):
-                    raise bad(f"<way> has lane_id={raw_id!r}, not an integer") from None
-                tags: dict[str, str] = {}
-                preds: list[int] = []
-                succs: list[int] = []
-                count = 0
-                for child in elem:
-                    if child.tag == "nd":
-                        try:
-                            lane_refs.append(int(child.attrib["ref"]))
-                        except (KeyError, ValueError):
-                            raise bad(f"lane {lane_id}: malformed <nd {dict(child.attrib)}>") from None
-                        count += 1
-                    elif child.tag == "tag":
-                        k, v = child.get("k"), child.get("v")
-                        if k is None or v is None:
-                            raise bad(f"lane {lane_id}: <tag> without k or v")
-                        if k == "predecessor" or k == "successor":
-                            ref = _lane_ref(v, k, lane_id, path)
-                            if ref is not None:
-                                (preds if k == "predecessor" else succs).append(ref)
-                        else:
-                            tags[k] = v
-                if count == 0:
-                    raise bad(f"lane {lane_id} has no <nd> points")
-                lane_ids.append(lane_id)
-                lane_num_points.append(count)
-                is_intersection.append(_bool(tags.get("is_intersection"), "is_intersection", lane_id, path))
-                traffic_control.append(_bool(tags.get("has_traffic_control"), "has_traffic_control", lane_id, path))
-                direction = tags.get("turn_direction", "NONE")
-                turn.append(direction)
-                left = _lane_ref(tags.get("l_neighbor_id"), "l_neighbor_id", lane_id, path)
-                right = _lane_ref(tags.get("r_neighbor_id"), "r_neighbor_id", lane_id, path)
-                relations.append((preds, succs, left, right))
-                root.clear()
-    except ET.ParseError as exc:
-        raise bad(f"malformed XML: {exc}") from None
-    except OSError as exc:
-        raise bad(f"cannot read map file: {exc}") from None
+        city, city_id = av1.parse_map_file_name(path)
+        raw = av1.read_vector_map(path)
+    except FormatError as exc:
+        raise ConversionError(DropReason.BAD_MAP, exc.path, exc.detail) from None
 
-    # Nodes -> arrays; resolve every <nd ref> at once with a sorted-id search.
-    ids = np.asarray(node_ids, np.int64)
-    xyz = np.asarray(node_xyz, np.float64).reshape(-1, 3)
-    if not np.isfinite(xyz).all():
-        raise bad("NaN/inf node coordinates")
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    if len(sorted_ids) > 1 and (sorted_ids[1:] == sorted_ids[:-1]).any():
-        dup = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]][0]
-        raise bad(f"duplicate node id {int(dup)}")
-    refs = np.asarray(lane_refs, np.int64)
-    pos = np.searchsorted(sorted_ids, refs)
-    found = pos < len(sorted_ids)
-    found[found] = sorted_ids[pos[found]] == refs[found]
-    if not found.all():
-        k = int(np.flatnonzero(~found)[0])
-        lane_of_ref = int(np.searchsorted(np.cumsum(lane_num_points), k, side="right"))
-        raise bad(f"lane {lane_ids[lane_of_ref]}: <nd ref={int(refs[k])}> names no <node>")
-    points = xyz[order[pos]] if len(refs) else np.zeros((0, 3), np.float64)
-    offsets = np.zeros(len(lane_ids) + 1, np.int64)
-    np.cumsum(lane_num_points, out=offsets[1:])
-
-    index: dict[int, int] = {}
-    for k, lane_id in enumerate(lane_ids):
-        if lane_id in index:
-            raise bad(f"duplicate lane_id {lane_id}")
-        index[lane_id] = k
+    index = {lane_id: k for k, lane_id in enumerate(raw.lane_ids.tolist())}
     src: list[int] = []
     dst: list[int] = []
     etype: list[int] = []
-    for i, (preds, succs, left, right) in enumerate(relations):
-        for refs_of, kind in ((preds, EdgeType.PRED), (succs, EdgeType.SUCC)):
+    for i in range(len(index)):
+        for refs_of, kind in ((raw.predecessors[i], EdgeType.PRED), (raw.successors[i], EdgeType.SUCC)):
             for other in refs_of:
                 j = index.get(other)
                 if j is not None:
                     src.append(j), dst.append(i), etype.append(kind)
-        for other, kind in ((left, EdgeType.LEFT), (right, EdgeType.RIGHT)):
+        for other, kind in ((raw.left_neighbor[i], EdgeType.LEFT), (raw.right_neighbor[i], EdgeType.RIGHT)):
             j = index.get(other) if other is not None else None
             if j is not None:
                 src.append(j), dst.append(i), etype.append(kind)
@@ -341,12 +191,12 @@ def read_av1_city_map(path: Path | str) -> Av1CityMap:
         city=city,
         city_id=city_id,
         path=str(path),
-        lane_ids=np.asarray(lane_ids, np.int64),
-        centerline_offsets=offsets,
-        centerline_points=points,
-        is_intersection=np.asarray(is_intersection, bool),
-        has_traffic_control=np.asarray(traffic_control, bool),
-        turn_direction=np.asarray(turn, dtype=str) if turn else np.zeros(0, dtype="<U5"),
+        lane_ids=raw.lane_ids,
+        centerline_offsets=raw.centerline_offsets,
+        centerline_points=raw.centerline_points,
+        is_intersection=raw.is_intersection,
+        has_traffic_control=raw.has_traffic_control,
+        turn_direction=raw.turn_direction,
         edge_index=np.asarray([src, dst], np.int64).reshape(2, -1),
         edge_type=np.asarray(etype, np.int8),
     )

@@ -1,7 +1,8 @@
 """Argoverse 2 motion-forecasting scenarios -> :class:`~smartpretrain.data.scene.Scene`.
 
-Raw layout: ``{raw_root}/{split}/{scenario_id}/scenario_{scenario_id}.parquet`` plus
-``log_map_archive_{scenario_id}.json`` in the same folder.
+Raw layout (the format itself: :mod:`smartpretrain.data.formats.av2`):
+``{raw_root}/{split}/{scenario_id}/scenario_{scenario_id}.parquet`` plus ``log_map_archive_{scenario_id}.json`` in
+the same folder.
 
 The scenario table is read columnar with pyarrow and scattered into dense ``[N, T]`` arrays with numpy: no
 per-row Python objects (the av2 package's ``load_argoverse_scenario_parquet`` builds one object per row and
@@ -22,10 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from av2.geometry.interpolate import NUM_CENTERLINE_INTERP_PTS, compute_midpoint_line, interp_arc
 
 from smartpretrain.data.converters.base import (
@@ -35,8 +34,11 @@ from smartpretrain.data.converters.base import (
     Repair,
     RepairKind,
     SceneConverter,
+    map_labels,
+    validated,
 )
-from smartpretrain.data.scene import AgentTracks, MapData, Scene, SceneValidationError
+from smartpretrain.data.formats import FormatError, MissingColumnsError, av2
+from smartpretrain.data.scene import AgentTracks, MapData, Scene
 from smartpretrain.data.taxonomy import (
     AV2_AGENT_TYPES,
     AV2_LANE_MARK_TYPES,
@@ -51,34 +53,13 @@ from smartpretrain.data.taxonomy import (
     Side,
 )
 
-AV2_COLUMNS = (
-    "track_id",
-    "object_type",
-    "object_category",
-    "timestep",
-    "position_x",
-    "position_y",
-    "heading",
-    "velocity_x",
-    "velocity_y",
-    "scenario_id",
-    "num_timestamps",
-    "focal_track_id",
-    "city",
-)
-# String columns read as dictionaries: parquet stores them dictionary-encoded, so no per-row strings are built.
-_DICTIONARY_COLUMNS = ("track_id", "object_type", "scenario_id", "focal_track_id", "city")
-AV2_NUM_STEPS = 110
-AV2_CURRENT_STEP = 49
-SDC_TRACK_ID = "AV"
-
 
 class Av2Converter(SceneConverter):
     """Converter for the Argoverse 2 motion-forecasting layout."""
 
     dataset = Dataset.AV2
 
-    def __init__(self, raw_root: str | Path, split: str, current_step: int = AV2_CURRENT_STEP) -> None:
+    def __init__(self, raw_root: str | Path, split: str, current_step: int = av2.CURRENT_STEP) -> None:
         super().__init__(raw_root, split)
         self.current_step = current_step
 
@@ -92,29 +73,31 @@ class Av2Converter(SceneConverter):
         return sorted(p.name for p in self.split_dir.iterdir() if p.is_dir())
 
     def item_path(self, item: str) -> Path:
-        return self.split_dir / item / f"scenario_{item}.parquet"
+        return av2.scenario_file(self.split_dir / item, item)
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "current_step": self.current_step}
 
     def item_files(self, item: str) -> list[Path]:
         """The scenario parquet and the map JSON (the one :meth:`convert` would read)."""
-        map_path = self.split_dir / item / f"log_map_archive_{item}.json"
+        scene_dir = self.split_dir / item
+        map_path = av2.map_file(scene_dir, item)
         if not map_path.exists():
-            found = sorted((self.split_dir / item).glob("log_map_archive_*.json"))
+            found = av2.other_map_files(scene_dir)
             map_path = found[0] if found else map_path
         return [self.item_path(item), map_path]
 
     def convert(self, item: str) -> ConvertedScene:
         parquet_path = self.item_path(item)
-        map_path = self.split_dir / item / f"log_map_archive_{item}.json"
+        scene_dir = self.split_dir / item
+        map_path = av2.map_file(scene_dir, item)
         try:
             map_bytes = map_path.read_bytes()
         except FileNotFoundError:
-            found = sorted((self.split_dir / item).glob("log_map_archive_*.json"))
+            found = av2.other_map_files(scene_dir)
             if not found:
                 raise ConversionError(
-                    DropReason.MISSING_FILE, map_path, "map JSON (log_map_archive_*.json) not found", item
+                    DropReason.MISSING_FILE, map_path, f"map JSON ({av2.MAP_FILE_GLOB}) not found", item
                 ) from None
             map_path = found[0]
             map_bytes = map_path.read_bytes()
@@ -122,22 +105,15 @@ class Av2Converter(SceneConverter):
         scene_meta, agents, origin = self._read_tracks(parquet_path, item, repairs)
         map_data = read_av2_map(map_path, origin, item, map_bytes)
         scene = Scene(agents=agents, map=map_data, origin=origin, dataset=Dataset.AV2, **scene_meta)
-        try:
-            scene.validate()
-        except SceneValidationError as exc:
-            raise ConversionError(DropReason.INVALID_SCENE, parquet_path, str(exc), item) from exc
-        return ConvertedScene(scene, repairs)
+        return validated(scene, parquet_path, repairs)
 
     def _read_tracks(
         self, path: Path, item: str, repairs: list[Repair]
     ) -> tuple[dict[str, Any], AgentTracks, np.ndarray]:
         try:
-            parquet = pq.ParquetFile(path, read_dictionary=_DICTIONARY_COLUMNS)
-            names = set(parquet.schema_arrow.names)
-            missing = [c for c in AV2_COLUMNS if c not in names]
-            if missing:
-                raise ConversionError(DropReason.MISSING_COLUMNS, path, f"missing columns {missing}", item)
-            table = parquet.read(columns=list(AV2_COLUMNS), use_threads=False)
+            table = av2.read_scenario(path)
+        except MissingColumnsError as exc:
+            raise ConversionError(DropReason.MISSING_COLUMNS, path, f"missing columns {exc.missing}", item) from None
         except FileNotFoundError as exc:
             raise ConversionError(DropReason.MISSING_FILE, path, "scenario parquet not found", item) from exc
         except (pa.ArrowException, OSError) as exc:
@@ -195,13 +171,8 @@ class Av2Converter(SceneConverter):
         type_labels, type_codes = codes("object_type")
         raw_types = [type_labels[c] for c in type_codes[first_row]]
         categories = table.column("object_category").to_numpy()
-        agent_type = np.empty(n, np.int8)
-        for i, label in enumerate(raw_types):
-            value = AV2_AGENT_TYPES.get(label)
-            if value is None:
-                repairs.append(Repair(RepairKind.UNKNOWN_OBJECT_TYPE, str(path), f"object_type {label!r}"))
-                value = AgentType.UNKNOWN
-            agent_type[i] = value
+        agent_type, unknown = map_labels(AV2_AGENT_TYPES, raw_types, AgentType.UNKNOWN)
+        repairs += [Repair(RepairKind.UNKNOWN_OBJECT_TYPE, str(path), f"object_type {raw_types[i]!r}") for i in unknown]
         role = categories[first_row]
         if np.any((role < AgentRole.FRAGMENT) | (role > AgentRole.FOCAL)):
             raise ConversionError(
@@ -239,7 +210,7 @@ class Av2Converter(SceneConverter):
             ids=track_ids,
             type=agent_type,
             role=role,
-            is_sdc=np.array([tid == SDC_TRACK_ID for tid in track_ids], dtype=bool),
+            is_sdc=np.array([tid == av2.SDC_TRACK_ID for tid in track_ids], dtype=bool),
             position=position.reshape(n, t, 3),
             heading=heading_dense.reshape(n, t),
             velocity=velocity.reshape(n, t, 2),
@@ -293,11 +264,9 @@ def read_av2_map(path: Path, origin: np.ndarray, scenario_id: str | None = None,
     refer only to lanes present in the file (neighbours outside the local map are dropped, as av2 does).
     """
     try:
-        data = orjson.loads(path.read_bytes() if raw is None else raw)
-        lanes = list(data["lane_segments"].values())
-        crossings = list(data.get("pedestrian_crossings", {}).values())
-    except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError, OSError) as exc:
-        raise ConversionError(DropReason.BAD_MAP, path, f"not an AV2 map JSON: {exc}", scenario_id) from exc
+        lanes, crossings = av2.read_map(path, raw)
+    except FormatError as exc:
+        raise ConversionError(DropReason.BAD_MAP, path, exc.detail, scenario_id) from exc
 
     ids: list[int] = []
     poly_type: list[int] = []

@@ -1,9 +1,15 @@
-"""What every converter provides, and the errors and reasons it reports.
+"""What every converter provides, the steps they share, and the errors and reasons they report.
 
 A converter knows one raw format. It lists its raw inputs (one item = one scenario) in a stable order, and
 turns one item into a :class:`~smartpretrain.data.scene.Scene`. A bad item raises :class:`ConversionError`
 with a :class:`DropReason`; a repairable oddity is returned as a :class:`Repair` so that the conversion
 report counts it (and ``strict=true`` refuses it).
+
+The steps every converter shares live here: :func:`validated` (check the assembled scene, drop it as
+``invalid_scene`` naming the file and scene), :func:`map_labels` (raw labels through a taxonomy table; the
+unknown ones are the caller's repairs), :func:`read_raw` (a raw file's bytes, ``missing_file`` /
+``corrupt_file`` when it cannot be read) and :meth:`SceneConverter.convert_or_drop` (one item's outcome as the
+manifest records it: a scene with its repairs, or a drop with its reason; ``strict`` refuses either).
 """
 
 from __future__ import annotations
@@ -11,13 +17,15 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
-from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import Enum, IntEnum, StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from smartpretrain.data.scene import Scene
+import numpy as np
+
+from smartpretrain.data.scene import Scene, SceneValidationError
 from smartpretrain.data.taxonomy import Dataset
 
 
@@ -59,6 +67,10 @@ class ConversionError(Exception):
         super().__init__(f"{self.path}{scene}: {self.reason.value}: {message}")
 
 
+class StrictModeError(RuntimeError):
+    """Raised under ``strict=true`` at the first dropped or repaired scene."""
+
+
 @dataclass
 class Repair:
     """One repaired oddity: what kind, in which file, and a human-readable detail (e.g. the raw label)."""
@@ -67,6 +79,10 @@ class Repair:
     path: str
     detail: str
     count: int = 1
+
+    def record(self) -> dict[str, Any]:
+        """As the part footer and the manifest record it."""
+        return {"kind": self.kind.value, "file": self.path, "detail": self.detail, "count": self.count}
 
 
 @dataclass
@@ -77,10 +93,63 @@ class ConvertedScene:
     repairs: list[Repair] = field(default_factory=list)
 
 
-class SceneConverter(abc.ABC):
-    """Base class of the per-dataset converters."""
+@dataclass(frozen=True)
+class DroppedItem:
+    """A raw item that gave no scene: which item, the file to look at, why, and what was wrong."""
 
-    dataset: Dataset
+    item: str
+    path: str
+    reason: DropReason
+    message: str
+
+    def record(self) -> dict[str, str]:
+        """As the part footer and the manifest record it."""
+        return {"item": self.item, "file": self.path, "reason": self.reason.value, "message": self.message}
+
+
+def validated(scene: Scene, path: Path | str, repairs: list[Repair]) -> ConvertedScene:
+    """``scene`` with its repairs once :meth:`Scene.validate` passes; else INVALID_SCENE naming ``path`` and the
+    scene."""
+    try:
+        scene.validate()
+    except SceneValidationError as exc:
+        raise ConversionError(DropReason.INVALID_SCENE, path, str(exc), scene.scenario_id) from exc
+    return ConvertedScene(scene, repairs)
+
+
+def map_labels(table: Mapping[str, IntEnum], labels: Sequence[str], default: IntEnum) -> tuple[np.ndarray, list[int]]:
+    """``int8`` values of ``labels`` through a taxonomy table, and the positions of the labels it lacks (these take
+    ``default``; the caller reports them as repairs, at its dataset's granularity)."""
+    values = np.empty(len(labels), np.int8)
+    unknown = []
+    for i, label in enumerate(labels):
+        value = table.get(label)
+        if value is None:
+            unknown.append(i)
+            value = default
+        values[i] = value
+    return values, unknown
+
+
+def read_raw(path: Path, what: str, scenario_id: str | None = None) -> bytes:
+    """The bytes of a raw file; MISSING_FILE (``"{what} not found"``) or CORRUPT_FILE when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConversionError(DropReason.MISSING_FILE, path, f"{what} not found", scenario_id) from None
+    except OSError as exc:
+        raise ConversionError(DropReason.CORRUPT_FILE, path, f"cannot read {what}: {exc}", scenario_id) from None
+
+
+class SceneConverter(abc.ABC):
+    """Base class of the per-dataset converters.
+
+    A subclass sets :attr:`dataset`, implements :meth:`list_items` and :meth:`convert` (ending in
+    :func:`validated`), and overrides :meth:`item_path` / :meth:`item_files` / :meth:`describe` where its items
+    are not single files or it has options.
+    """
+
+    dataset: ClassVar[Dataset]
 
     def __init__(self, raw_root: str | Path, split: str) -> None:
         self.raw_root = Path(raw_root)
@@ -93,6 +162,28 @@ class SceneConverter(abc.ABC):
     @abc.abstractmethod
     def convert(self, item: str) -> ConvertedScene:
         """Convert one item; raise :class:`ConversionError` when it cannot be converted."""
+
+    def convert_or_drop(self, item: str, strict: bool = False) -> ConvertedScene | DroppedItem:
+        """:meth:`convert` one item, a failure becoming a :class:`DroppedItem` (an exception other than
+        :class:`ConversionError` as ``unexpected_error``, naming :meth:`item_path`).
+
+        With ``strict``: a drop or a repair raises :class:`StrictModeError` instead (an unexpected exception is
+        re-raised as it is, with its traceback).
+        """
+        try:
+            result = self.convert(item)
+        except ConversionError as exc:
+            if strict:
+                raise StrictModeError(f"strict=true: {exc}") from exc
+            return DroppedItem(item, exc.path, exc.reason, exc.detail)
+        except Exception as exc:
+            if strict:
+                raise
+            return DroppedItem(item, str(self.item_path(item)), DropReason.UNEXPECTED_ERROR, repr(exc))
+        if result.repairs and strict:
+            r = result.repairs[0]
+            raise StrictModeError(f"strict=true: {r.path}: {r.kind.value}: {r.detail}")
+        return result
 
     def item_path(self, item: str) -> Path:
         """The file an item's errors should name (the item itself by default)."""
@@ -146,11 +237,3 @@ def _plain(value: Any) -> Any:
         return _plain(value.tolist())
     # an object whose repr may hold a memory address: only its type is stable (override settings() to cover it)
     return f"<{type(value).__module__}.{type(value).__qualname__}>"
-
-
-def count_repairs(repairs: list[Repair]) -> Counter[str]:
-    """Counts by ``kind`` for a list of repairs."""
-    counts: Counter[str] = Counter()
-    for r in repairs:
-        counts[r.kind.value] += r.count
-    return counts

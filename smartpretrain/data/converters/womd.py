@@ -47,9 +47,11 @@ from smartpretrain.data.converters.base import (
     Repair,
     RepairKind,
     SceneConverter,
+    map_labels,
+    validated,
 )
 from smartpretrain.data.protos import womd_message
-from smartpretrain.data.scene import AgentTracks, MapData, Scene, SceneValidationError, TrafficSignals
+from smartpretrain.data.scene import AgentTracks, MapData, Scene, TrafficSignals
 from smartpretrain.data.taxonomy import (
     WOMD_AGENT_TYPES,
     WOMD_LANE_TYPES,
@@ -397,18 +399,14 @@ def scenario_to_scene(scenario: Any, path: Path | str, item: str = "") -> Conver
         if obj_id in track_index:
             of_interest[track_index[obj_id]] = True
 
-    types = np.empty(n, np.int8)
     type_enum = womd_message("Track").DESCRIPTOR.enum_types_by_name["ObjectType"]
-    unset = 0
-    for i, t in enumerate(tracks):
-        name = type_enum.values_by_number[t.object_type].name if t.object_type in type_enum.values_by_number else ""
-        mapped = WOMD_AGENT_TYPES.get(name)
-        if mapped is None:
-            unset += 1
-            mapped = AgentType.UNKNOWN
-        types[i] = mapped
+    names = [
+        type_enum.values_by_number[t.object_type].name if t.object_type in type_enum.values_by_number else ""
+        for t in tracks
+    ]
+    types, unset = map_labels(WOMD_AGENT_TYPES, names, AgentType.UNKNOWN)
     if unset:
-        repairs.append(Repair(RepairKind.UNKNOWN_OBJECT_TYPE, str(path), f"{sid}: TYPE_UNSET", unset))
+        repairs.append(Repair(RepairKind.UNKNOWN_OBJECT_TYPE, str(path), f"{sid}: TYPE_UNSET", len(unset)))
 
     origin = raw[focal, cs, :3].copy()
     position = np.where(valid[..., None], raw[..., :3] - origin, 0.0).astype(np.float32)
@@ -450,11 +448,7 @@ def scenario_to_scene(scenario: Any, path: Path | str, item: str = "") -> Conver
         dt=round(dt, 4),
         signals=signals,
     )
-    try:
-        scene.validate()
-    except SceneValidationError as exc:
-        raise fail(DropReason.INVALID_SCENE, str(exc)) from exc
-    return ConvertedScene(scene, repairs)
+    return validated(scene, path, repairs)
 
 
 def womd_map(features: Any, origin: np.ndarray) -> MapData:

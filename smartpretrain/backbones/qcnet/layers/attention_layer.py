@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.utils import softmax
+
+if TYPE_CHECKING:
+    from smartpretrain.backbones.qcnet.config import QCNetConfig
 
 
 class AttentionLayer(MessagePassing):
@@ -80,6 +85,11 @@ class AttentionLayer(MessagePassing):
         from smartpretrain.backbones.qcnet.layers import init_weights
 
         self.apply(init_weights)
+
+    @classmethod
+    def from_config(cls, config: QCNetConfig, *, bipartite: bool, has_pos_emb: bool) -> AttentionLayer:
+        """A layer sized by ``config`` (``hidden_dim``, ``num_heads``, ``head_dim``, ``dropout``)."""
+        return cls(config.hidden_dim, config.num_heads, config.head_dim, config.dropout, bipartite, has_pos_emb)
 
     def forward(self, x: Tensor | tuple[Tensor, Tensor], r: Tensor | None, edge_index: Tensor) -> Tensor:
         """``x``: node features ``[N, D]`` or ``(x_src [Ns, D], x_dst [Nt, D])``; ``r``: ``[E, D]`` or None;
