@@ -12,6 +12,7 @@ per entry point, importable by the pipeline, the scripts and the tests:
 * :mod:`~smartpretrain.runs.finetuning`: checks and ``run`` of forecasting fine-tuning (``configs/train.yaml``);
 * :mod:`~smartpretrain.runs.evaluation`: val metrics or the test submission of a checkpoint
   (``configs/evaluate.yaml``);
+* :mod:`~smartpretrain.runs.embedding`: per-agent embedding records of a cache split (``configs/embed.yaml``);
 * :mod:`~smartpretrain.runs.pipeline`: pre-train -> fine-tune (pre-trained and scratch arms) -> evaluate as one
   function, reusing finished stages (the demo, ``scripts/study_av1.py``, ``av1_ssl_run.py``, ``av1_small_run.py``,
   ``mix_pretrain_run.py``); :mod:`~smartpretrain.runs.comparison`: the tables that compare its arms.

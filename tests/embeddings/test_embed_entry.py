@@ -14,10 +14,10 @@ from omegaconf import DictConfig
 
 from smartpretrain.backbones.base import Backbone
 from smartpretrain.data.cache import SceneCache
-from smartpretrain.embed import EmbedError, embed
 from smartpretrain.embeddings.extract import ExtractSettings, cache_fingerprint, iter_cache_embeddings
 from smartpretrain.embeddings.records import EmbeddingRecords, read_embeddings
 from smartpretrain.io.checkpoint_sources import sha256_file
+from smartpretrain.runs.embedding import EmbedError, embed
 from smartpretrain.runs.guards import RunConfigError
 from smartpretrain.runs.trainer import build_backbone
 from tests.conftest import REPO
