@@ -11,10 +11,10 @@ Weights come through the run layer (:func:`smartpretrain.runs.trainer.build_back
 ``ckpt_path`` (forecasting weights), or ``pretrained_ckpt`` with ``pretrained_branch`` (one branch of an SSL
 checkpoint), or neither (the model as initialised under ``seed``: the "no pre-training" reference of a probe).
 
-Refused before any work (:class:`~smartpretrain.runs.embedding.EmbedError`; through ``python -m`` one ``smartpretrain.embed: error: ...`` line
-and exit status 2): an unknown ``agents`` / ``reduction``, ``batch_size`` or ``limit_scenes`` < 1,
-``num_workers`` < 0, both ``ckpt_path`` and ``pretrained_ckpt``, a model without agent embeddings, and a split
-that is missing, empty or holds another dataset.
+Refused before any work (:class:`~smartpretrain.runs.embedding.EmbedError`; through ``python -m`` one
+``smartpretrain.embed: error: ...`` line and exit status 2): an unknown ``agents`` / ``reduction``, ``batch_size``
+or ``limit_scenes`` < 1, ``num_workers`` < 0, both ``ckpt_path`` and ``pretrained_ckpt``, a model without agent
+embeddings, and a split that is missing, empty or holds another dataset.
 """
 
 from __future__ import annotations
