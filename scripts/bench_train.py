@@ -3,8 +3,10 @@
     python scripts/bench_train.py --model qcnet --batch-sizes 1 2 4 --steps 5 --out benchmarks/results/train.json
     python scripts/bench_train.py --model qcnet_small --batch-sizes 4 --kinds ssl finetune
     python scripts/bench_train.py --device cuda --precision bf16 ...          # on a GPU machine
+    python scripts/bench_train.py --kinds forward forward_backward --batch-sizes 1 4 8 \
+        --trees before=../before after=. --repeats 2 --out benchmarks/results/qcnet_speed.json
 
-Two kinds of step (``--kinds``, default both):
+Kinds of step (``--kinds``, default ``finetune ssl``):
 
 * ``finetune``: the backbone's forecasting forward + loss + backward + AdamW step (``configs/train.yaml``).
 * ``ssl``: one SmartPretrain pre-training step of :class:`~smartpretrain.tasks.pretrain.PretrainTask` as built by
@@ -16,15 +18,24 @@ Two kinds of step (``--kinds``, default both):
   into two temporal views (``SSLViewTransform(TemporalViewSampler(view_window), adapter)``, windows drawn from a
   seeded generator).
 
-When both kinds run, the report compares them per (model, batch): SSL ms/scene over fine-tune ms/scene. Each
-(model, batch, kind) case runs in a fresh subprocess so the CPU peak (max RSS) is its own. The batch holds copies of
-the real AV2 fixture scene (58 agents, 71 lanes + 6 crossings -> 83 QCNet polygons).
+* ``forward``: the backbone's forecasting forward pass alone, in eval mode without autograd (validation / test).
+* ``forward_backward``: the forecasting forward + loss + backward in train mode, without the optimizer step.
+
+``--trees NAME=PATH ...`` times the same cases with the ``smartpretrain`` package of other checkouts (e.g. the
+commit before a speed change, ``git worktree add ../before <commit>``), interleaved case by case and repeated
+``--repeats`` times so that the machine's drift hits every tree alike; the report then gives each later tree's
+median step time and peak memory over the first tree's.
+
+When both ``finetune`` and ``ssl`` run, the report compares them per (model, batch): SSL ms/scene over fine-tune
+ms/scene. Each (model, batch, kind) case runs in a fresh subprocess so the CPU peak (max RSS) is its own. The batch
+holds copies of the real AV2 fixture scene (58 agents, 71 lanes + 6 crossings -> 83 QCNet polygons).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -41,7 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO.parent / "shared" / "fixtures" / "av2"
 FIXTURE_ID = "0a1e6f0a-1817-4a98-b02e-db8c9327d151"
 WARMUP_STEPS = 2
-KINDS = ("finetune", "ssl")
+KINDS = ("finetune", "ssl", "forward", "forward_backward")
+DEFAULT_KINDS = ("finetune", "ssl")
 #: the pre-training experiment whose SSL heads go with each model (anything else: ``configs/ssl`` defaults)
 SSL_EXPERIMENTS = {
     "qcnet": "smartpretrain_qcnet_av2",
@@ -112,6 +124,40 @@ def finetune_case(model_name: str, batch_size: int, steps: int, device: str, pre
         **batch_sizes(backbone, batch),
         **timing(times, batch_size),
         "loss_finite": bool(torch.isfinite(loss)),
+        "parameters": sum(p.numel() for p in backbone.parameters()),
+        **memory(device, rss_before),
+    }
+
+
+def pass_case(model_name: str, batch_size: int, steps: int, device: str, precision: str, backward: bool) -> dict:
+    """The forecasting forward (eval, no autograd) or forward + loss + backward (train mode), no optimizer."""
+    import torch
+    from hydra.utils import instantiate
+
+    cfg = compose_config("train", ["data=av2", f"model={model_name}"])
+    torch.manual_seed(0)
+    backbone = instantiate(cfg.model).to(device).train(backward)
+    adapter = backbone.make_adapter()
+    scene = fixture_scene()
+    batch = adapter.collate([adapter(scene) for _ in range(batch_size)]).to(device)
+    dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
+
+    def step() -> Any:
+        with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+            if not backward:
+                with torch.no_grad():
+                    return backbone(batch).loc
+            loss = backbone.loss(batch, backbone(batch))["loss"]
+        backbone.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss
+
+    rss_before = start_memory(device)
+    times, out = time_steps(step, steps, device)
+    return {
+        **batch_sizes(backbone, batch),
+        **timing(times, batch_size),
+        "output_finite": bool(torch.isfinite(out).all()),
         "parameters": sum(p.numel() for p in backbone.parameters()),
         **memory(device, rss_before),
     }
@@ -211,9 +257,57 @@ def run_case(
     model_name: str, batch_size: int, steps: int, device: str, precision: str, kind: str = "finetune"
 ) -> dict[str, object]:
     """One case in this process."""
-    case = {"finetune": finetune_case, "ssl": ssl_case}[kind]
+    if kind in ("forward", "forward_backward"):
+        body = pass_case(model_name, batch_size, steps, device, precision, backward=kind == "forward_backward")
+    else:
+        body = {"finetune": finetune_case, "ssl": ssl_case}[kind](model_name, batch_size, steps, device, precision)
     head = {"model": model_name, "kind": kind, "device": device, "precision": precision, "batch_size": batch_size}
-    return {**head, **case(model_name, batch_size, steps, device, precision)}
+    return {**head, **body}
+
+
+def compare_trees(results: list[dict[str, Any]], trees: list[str]) -> list[dict[str, object]]:
+    """Per (model, kind, batch): each tree's median step time (over its repeats) and peak memory, and both over
+    the first tree's."""
+    mem_key = "peak_gpu_mib" if any("peak_gpu_mib" in r for r in results) else "peak_rss_mib"
+    rows = []
+    cases = dict.fromkeys((r["model"], r["kind"], r["batch_size"]) for r in results)
+    for model, kind, bs in cases:
+        row: dict[str, object] = {"model": model, "kind": kind, "batch_size": bs}
+        base: tuple[float, float] | None = None
+        for tree in trees:
+            runs = [
+                r for r in results if (r["model"], r["kind"], r["batch_size"], r["tree"]) == (model, kind, bs, tree)
+            ]
+            if not runs:
+                continue
+            ms = statistics.median(t for r in runs for t in r["step_ms_all"])
+            mem = max(float(r[mem_key]) for r in runs)
+            row[f"{tree}_step_ms"], row[f"{tree}_{mem_key}"] = round(ms, 1), mem
+            if base is None:
+                base = (ms, mem)
+            else:
+                row[f"{tree}_time_ratio"] = round(ms / base[0], 3)
+                row[f"{tree}_memory_ratio"] = round(mem / base[1], 3)
+        rows.append(row)
+    return rows
+
+
+def trees_table(rows: list[dict[str, Any]], trees: list[str]) -> str:
+    """Markdown: one row per (model, kind, batch), each tree's ms/step and peak memory, ratios to the first tree."""
+    mem_key = "peak_gpu_mib" if any(k.endswith("peak_gpu_mib") for r in rows for k in r) else "peak_rss_mib"
+    mem = "peak GPU MiB" if mem_key == "peak_gpu_mib" else "peak RSS MiB"
+    head = ["model", "step", "batch"]
+    for i, tree in enumerate(trees):
+        head += [f"{tree} ms/step", f"{tree} {mem}"] + ([f"{tree} / {trees[0]} time", "memory"] if i else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["model"]), str(r["kind"]).replace("_", " + "), str(r["batch_size"])]
+        for i, tree in enumerate(trees):
+            cells += [str(r.get(f"{tree}_step_ms", "-")), str(r.get(f"{tree}_{mem_key}", "-"))]
+            if i:
+                cells += [str(r.get(f"{tree}_time_ratio", "-")), str(r.get(f"{tree}_memory_ratio", "-"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def compare(results: list[dict[str, Any]]) -> list[dict[str, object]]:
@@ -263,12 +357,42 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+STEP_WHAT = {
+    "finetune": "fwd+bwd+AdamW",
+    "ssl": "EMA+TCL+TRL fwd+bwd+AdamW",
+    "forward": "eval forward",
+    "forward_backward": "fwd+loss+bwd",
+}
+
+
+def run_subprocess(args: argparse.Namespace, model: str, bs: int, kind: str, tree: Path | None) -> dict[str, Any]:
+    """One case in a fresh process (its own peak RSS), importing ``smartpretrain`` from ``tree`` when given."""
+    cmd = [sys.executable, __file__, "--model", model, "--kinds", kind, "--steps", str(args.steps),
+           "--device", args.device, "--precision", args.precision, "--case", str(bs)]  # fmt: skip
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr)
+        raise SystemExit(f"case {model} batch {bs} {kind} failed (exit {out.returncode})")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "--models", dest="models", nargs="+", default=["qcnet"], help="model config(s)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--steps", type=int, default=5, help=f"timed steps per case (after {WARMUP_STEPS} warm-ups)")
-    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="which training steps to time")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(DEFAULT_KINDS), help="which steps to time")
+    parser.add_argument(
+        "--trees",
+        nargs="+",
+        default=None,
+        metavar="NAME=PATH",
+        help="checkouts whose smartpretrain package to time, interleaved (the first is the baseline)",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="with --trees: rounds over all trees and cases")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train.json")
@@ -283,30 +407,35 @@ def main() -> None:
         print(json.dumps(run_case(model, args.case, args.steps, args.device, args.precision, kind)))
         return
     kinds = [k for k in KINDS if k in args.kinds]
+    trees: dict[str, Path | None] = {"this": None}
+    if args.trees:
+        try:
+            trees = {name: Path(path).resolve() for name, path in (spec.split("=", 1) for spec in args.trees)}
+        except ValueError:
+            parser.error("--trees takes NAME=PATH entries")
+        for name, path in trees.items():
+            if path is None or not (path / "smartpretrain" / "__init__.py").exists():
+                parser.error(f"--trees {name}={path}: no smartpretrain package there")
     results = []
-    for model in args.models:
-        for bs in args.batch_sizes:
-            for kind in kinds:
-                cmd = [sys.executable, __file__, "--model", model, "--kinds", kind, "--steps", str(args.steps),
-                       "--device", args.device, "--precision", args.precision, "--case", str(bs)]  # fmt: skip
-                out = subprocess.run(cmd, capture_output=True, text=True)
-                if out.returncode != 0:
-                    sys.stderr.write(out.stderr)
-                    raise SystemExit(f"case {model} batch {bs} {kind} failed (exit {out.returncode})")
-                result = json.loads(out.stdout.strip().splitlines()[-1])
-                results.append(result)
-                peak = f"peak GPU {result['peak_gpu_mib']} MiB, " if "peak_gpu_mib" in result else ""
-                what = "fwd+bwd+AdamW" if kind == "finetune" else "EMA+TCL+TRL fwd+bwd+AdamW"
-                queries = f", {result['queries_per_scene']} queries/scene" if kind == "ssl" else ""
-                print(
-                    f"{model} {kind} {args.device} {args.precision} batch {bs}: {result['step_ms_median']} ms/step, "
-                    f"{result['ms_per_scene']} ms/scene ({what}), {peak}peak RSS {result['peak_rss_mib']} MiB"
-                    f"{queries}",
-                    flush=True,
-                )
-    comparison = compare(results)
-    print(table(results))
-    report = {
+    for round_index in range(max(args.repeats, 1) if args.trees else 1):
+        for model in args.models:
+            for bs in args.batch_sizes:
+                for kind in kinds:
+                    for tree, path in trees.items():
+                        result = run_subprocess(args, model, bs, kind, path)
+                        result["tree"], result["round"] = tree, round_index
+                        results.append(result)
+                        peak = f"peak GPU {result['peak_gpu_mib']} MiB, " if "peak_gpu_mib" in result else ""
+                        what = STEP_WHAT[kind]
+                        queries = f", {result['queries_per_scene']} queries/scene" if kind == "ssl" else ""
+                        label = f"[{tree}] " if args.trees else ""
+                        print(
+                            f"{label}{model} {kind} {args.device} {args.precision} batch {bs}: "
+                            f"{result['step_ms_median']} ms/step, {result['ms_per_scene']} ms/scene ({what}), "
+                            f"{peak}peak RSS {result['peak_rss_mib']} MiB{queries}",
+                            flush=True,
+                        )
+    report: dict[str, Any] = {
         "settings": {
             "steps": args.steps,
             "warmup_steps": WARMUP_STEPS,
@@ -315,8 +444,15 @@ def main() -> None:
             "kinds": kinds,
         },
         "results": results,
-        "comparison": comparison,
     }
+    if args.trees:
+        rows = compare_trees(results, list(trees))
+        report["settings"] |= {"trees": {name: str(path) for name, path in trees.items()}, "repeats": args.repeats}
+        report["tree_comparison"] = rows
+        print(trees_table(rows, list(trees)))
+    else:
+        report["comparison"] = compare(results)
+        print(table(results))
     write_report(args.out, report)
 
 

@@ -49,6 +49,11 @@ def av2_data(av2_scene):
     return QCNetAdapter()(av2_scene)
 
 
+@pytest.fixture(scope="module")
+def av2_midpoint_data(av2_scene):
+    return QCNetAdapter(centerline="av2_midpoint")(av2_scene)
+
+
 def wrap(angle):
     return (np.asarray(angle) + math.pi) % (2 * math.pi) - math.pi
 
@@ -193,7 +198,7 @@ def test_map_counts_types_and_sizes(av2_scene, av2_data):
     expected_m = 0
     for p in lanes:
         expected_m += len(polyline_of(av2_scene, p, Side.LEFT)) - 1 + len(polyline_of(av2_scene, p, Side.RIGHT)) - 1
-        expected_m += 10 - 1
+        expected_m += len(polyline_of(av2_scene, p, Side.CENTER)) - 1  # the stored centerline (the default)
     for p in cws:
         _, _, left, right, center = crosswalk_geometry(av2_scene, p)
         expected_m += 2 * (len(left) - 1 + len(right) - 1 + len(center) - 1)
@@ -225,7 +230,8 @@ def test_map_counts_types_and_sizes(av2_scene, av2_data):
         assert set(points_of(av2_data, k, Side.CENTER)["type"].tolist()) == {LineType.CENTERLINE}
 
 
-def test_lane_geometry_matches_av2_midpoint_centerlines(av2_scene, av2_data):
+def test_lane_geometry_matches_av2_midpoint_centerlines(av2_scene, av2_midpoint_data):
+    av2_data = av2_midpoint_data
     pl = av2_data["map_polygon"]
     for k in range(NUM_LANES):  # lanes come first, in scene order
         left, right = polyline_of(av2_scene, k, Side.LEFT), polyline_of(av2_scene, k, Side.RIGHT)
@@ -300,26 +306,33 @@ def test_topology_edges_equal_the_scene(av2_scene, av2_data):
     assert int(store.edge_index.max()) < NUM_LANES
 
 
-def test_stored_centerline_option(av2_scene, av2_data):
-    stored = QCNetAdapter(centerline="stored")(av2_scene)
-    assert stored["map_polygon"].num_nodes == av2_data["map_polygon"].num_nodes
+def test_default_centerline_is_the_stored_one(av2_scene, av2_data, av2_midpoint_data):
+    """The default (the reference preprocessing) reads each lane's centerline from the map file, as stored in the
+    Scene; ``av2_midpoint`` recomputes it from the boundaries and gives another map for most lanes."""
+    assert QCNetAdapter().centerline == "stored"
+    stored, mid_data = av2_data, av2_midpoint_data
+    assert stored["map_polygon"].num_nodes == mid_data["map_polygon"].num_nodes
     differs = 0
     for k in range(NUM_LANES):
         center = polyline_of(av2_scene, k, Side.CENTER)
         got = points_of(stored, k, Side.CENTER)["position"]
         np.testing.assert_allclose(got, center[:-1], atol=1e-5)
         np.testing.assert_allclose(stored["map_polygon"].position[k].numpy(), center[0], atol=1e-5)
-        mid = points_of(av2_data, k, Side.CENTER)["position"]
+        mid = points_of(mid_data, k, Side.CENTER)["position"]
         differs += got.shape != mid.shape or not np.allclose(got, mid, atol=1e-3)
         for side in (Side.LEFT, Side.RIGHT):  # boundaries do not depend on the option
             np.testing.assert_array_equal(
-                points_of(stored, k, side)["position"], points_of(av2_data, k, side)["position"]
+                points_of(stored, k, side)["position"], points_of(mid_data, k, side)["position"]
             )
     assert differs > NUM_LANES // 2
+    # the fixture's file has 2 to 33 centerline points per lane: 832 centre points in all (731 with the midpoint)
+    centre = int((stored["map_point"].side[:-1] == Side.CENTER).sum())
+    assert stored["map_point"].num_nodes == 1479 and mid_data["map_point"].num_nodes == 1378
+    assert centre > 0
     # crosswalks are built the same way in both modes
     for k in range(NUM_LANES, 83):
         np.testing.assert_array_equal(
-            points_of(stored, k, Side.CENTER)["position"], points_of(av2_data, k, Side.CENTER)["position"]
+            points_of(stored, k, Side.CENTER)["position"], points_of(mid_data, k, Side.CENTER)["position"]
         )
 
 
@@ -329,9 +342,14 @@ def test_skipped_polygon_types_and_edge_remap():
     pl = data["map_polygon"]
     assert pl.num_nodes == 3 + 2 and pl.type.tolist() == [0, 0, 2, 3, 3]
     assert pl.is_intersection.tolist() == [1, 1, 0, 2, 2]
-    # the road edge's points are gone: 3 lanes x (4 + 4 + 9) + 2 x crosswalk (1 + 1 + ceil(11 / 2))
-    lanes = 2 * (4 + 4 + 9) + (7 + 7 + 9)
+    # the road edge's points are gone: 3 lanes x (left + right + stored centre points, each less its last one)
+    # + 2 x crosswalk (1 + 1 + ceil(11 / 2))
+    m = scene.map
+    lane_ids = [p for p in range(m.num_polygons) if m.polygon_type[p] <= PolygonType.BUS_LANE]
+    lanes = sum(len(polyline_of(scene, p, side)) - 1 for p in lane_ids for side in Side)
     assert data["map_point"].num_nodes == lanes + 2 * (1 + 1 + 6)
+    midpoint = QCNetAdapter(num_historical_steps=10, num_future_steps=10, centerline="av2_midpoint")(scene)
+    assert midpoint["map_point"].num_nodes == 2 * (4 + 4 + 9) + (7 + 7 + 9) + 2 * (1 + 1 + 6)
     store = data["map_polygon", "to", "map_polygon"]
     assert store.edge_index.tolist() == scene.map.edge_index.tolist()
     # the crosswalk at x = 20 runs along y: edge1 (x = 18) is on the left of start -> end (+y), kept as left
@@ -520,8 +538,7 @@ def test_synthetic_av2_scenes(tmp_path):
         assert lanes == list(range(len(lanes))) and num_cw > 0
         assert data["map_polygon"].num_nodes == len(lanes) + 2 * num_cw
         for k in lanes:
-            left, right = polyline_of(scene, k, Side.LEFT), polyline_of(scene, k, Side.RIGHT)
-            center, _ = compute_midpoint_line(left, right, 10)
+            center = polyline_of(scene, k, Side.CENTER)  # the generated map file's centerline
             np.testing.assert_allclose(points_of(data, k, Side.CENTER)["position"], center[:-1], atol=1e-4)
         assert all(torch.isfinite(data[s][k]).all() for s in ("map_point", "map_polygon") for k in ("position",))
         assert data["agent"].num_nodes == int(scene.agents.valid[:, :50].any(axis=1).sum())

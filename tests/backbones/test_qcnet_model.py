@@ -238,6 +238,7 @@ def test_graph_definitions():
     model = QCNet(time_span=4, num_t2m_steps=12, pl2a_radius=30.0, a2a_radius=40.0, pl2m_radius=60.0, **SMALL)
     data = make_batch(2, seed=11)
     agent = data["agent"]
+    agent.predict_mask[[1, 5]] = False  # two agents the decoder does not predict: no edge may reach their modes
     h, k = 50, 6
     pos, head, valid = agent.position[:, :h, :2], agent.heading[:, :h], agent.valid_mask[:, :h]
     batch_a, batch_pl = agent.batch, data["map_polygon"].batch
@@ -281,7 +282,7 @@ def test_graph_definitions():
         (p, a)
         for p in range(num_pl)
         for a in range(num_a)
-        if batch_a[a] == batch_pl[p] and float((pos_m[a] - pos_pl[p]).norm()) <= 60.0
+        if predicted[a] and batch_a[a] == batch_pl[p] and float((pos_m[a] - pos_pl[p]).norm()) <= 60.0
     }
     assert _edges(g["pl2m"]) == ref
     ref = {
@@ -292,7 +293,10 @@ def test_graph_definitions():
         if float((pos_m[i] - pos_m[j]).norm()) <= 150.0
     }
     assert _edges(g["a2m"]) == ref
-    assert _edges(g["m2m"]) == {(a * k + x, a * k + y) for a in range(num_a) for x in range(k) for y in range(k)}
+    assert _edges(g["m2m"]) == {
+        (a * k + x, a * k + y) for a in range(num_a) if predicted[a] for x in range(k) for y in range(k)
+    }
+    assert not predicted[[1, 5]].any() and predicted.sum() > 2
     # edge features: distance, bearing in the target's frame, relative heading
     j, i = g["a2m"]
     rel = pos_m[j] - pos_m[i]
@@ -459,3 +463,71 @@ def test_tiny_model_overfits_one_scene():
     first, last = history[0], min(history[-10:], key=lambda h: h["loss"])
     assert last["loss"] < 0.3 * first["loss"], (first, last)
     assert last["reg_loss_propose"] < 0.8 * first["reg_loss_propose"], (first, last)
+
+
+def test_grouped_attention_equals_attention_per_member():
+    """``attend`` on groups [N, G, D] = the plain layer on G tiled copies of the edges; ``attend_within_groups`` =
+    the plain layer on all (member, member) edges of each group; a group without edges gets the edge-less update."""
+    torch.manual_seed(0)
+    layer = AttentionLayer(16, num_heads=2, head_dim=4, dropout=0.0, bipartite=True, has_pos_emb=True).eval()
+    x_src, x_dst, g = torch.randn(5, 16), torch.randn(3, 4, 16), 4
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 0], [0, 0, 1, 1, 1, 2]])
+    r = torch.randn(6, 16)
+    grouped = layer.attend(x_dst, *layer.source_messages(x_src, r, edge_index[0]), edge_index[1])
+    # tiled: member k of group i is node i*G + k and receives every edge of group i
+    members = torch.arange(g)
+    tiled_dst = (edge_index[1].unsqueeze(1) * g + members).reshape(-1)
+    tiled = layer(
+        (x_src, x_dst.reshape(-1, 16)),
+        r.repeat_interleave(g, 0),
+        torch.stack([edge_index[0].repeat_interleave(g), tiled_dst]),
+    )
+    assert torch.allclose(grouped.reshape(-1, 16), tiled, atol=1e-5)
+
+    m2m = AttentionLayer(16, num_heads=2, head_dim=4, dropout=0.0, bipartite=False, has_pos_emb=False).eval()
+    x = torch.randn(3, g, 16)
+    active = torch.tensor([True, False, True])
+    dense = m2m.attend_within_groups(x, active)
+    pairs = [(i * g + a, i * g + b) for i in (0, 2) for a in range(g) for b in range(g)]
+    sparse = m2m(x.reshape(-1, 16), None, torch.tensor(pairs).t())
+    assert torch.allclose(dense.reshape(-1, 16), sparse, atol=1e-5)
+
+
+def test_agents_not_predicted_get_the_context_free_forecast():
+    """As in the reference, only agents with a future to predict receive decoder messages; every other agent's
+    forecast is the one of a query with no context (computed once), and does not change the others'."""
+    torch.manual_seed(0)
+    model = QCNet(**SMALL).eval()
+    data = make_batch(2, seed=11)
+    data["agent"].predict_mask[[1, 5]] = False
+    with torch.no_grad():
+        out = model.decoder(data, model.encode(data))
+        nothing = data.clone()
+        nothing["agent"].predict_mask[:] = False  # no query at all: every agent is context-free
+        free = model.decoder(nothing, model.encode(nothing))
+    for key, value in out.items():
+        assert torch.equal(value[1], value[5]), key
+        assert torch.allclose(value[1], free[key][0], atol=1e-6) and torch.allclose(free[key], free[key][:1]), key
+        assert not torch.allclose(value[0], value[1]), key
+
+
+def test_refine_stage_embeds_the_wrapped_proposed_heading():
+    """With ``output_head`` the refine stage embeds the proposed heading wrapped to [-pi, pi) (the reference)."""
+    torch.manual_seed(0)
+    model = QCNet(output_head=True, **SMALL).eval()
+    data = make_batch(1, seed=2)
+    with torch.no_grad():
+        for p in model.decoder.to_loc_propose_head.parameters():
+            p.fill_(0.3)  # tanh(.) * pi per step, summed over 60 steps: far outside [-pi, pi)
+    seen = {}
+
+    def capture(module, args, kwargs):
+        seen["y"] = kwargs["continuous_inputs"]
+
+    hook = model.decoder.y_emb.register_forward_pre_hook(capture, with_kwargs=True)
+    with torch.no_grad():
+        out = model.decoder(data, model.encode(data))
+    hook.remove()
+    heading = seen["y"][:, 2]
+    assert out["loc_propose_head"].abs().max() > 2 * math.pi
+    assert heading.min() >= -math.pi and heading.max() < math.pi

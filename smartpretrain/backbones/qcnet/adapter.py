@@ -7,16 +7,22 @@ Window steps outside the scene's timeline are unobserved, so a view sampler may 
 Agents (QCNet's rules): only agents observed at some history step are kept, in scene order. ``valid_mask``
 marks a history step valid iff the agent is observed there and at the step before (step 0 is never valid),
 a future step iff observed. ``predict_mask`` is the observed future steps, all False for an agent unobserved
-at the current step (window index ``H - 1``). ``target`` is the future (x, y, z, heading) in the agent's frame
-at ``H - 1`` (heading wrapped to [-pi, pi)), 0 where not predicted.
+at the current step (window index ``H - 1``). A scene without any future (a test split: its timeline ends at
+the current step) predicts, as the reference's test split does, every future step of the agents observed at the
+current step and of the scored and focal agents. ``target`` is the future (x, y, z, heading) in the agent's frame
+at ``H - 1`` (heading wrapped to [-pi, pi)), 0 where not observed or not predicted.
 
 Map (QCNet's AV2 conventions, which published checkpoints were trained with):
 
 * a lane is one polygon; its points are the left boundary, the right boundary and the centerline, each without
-  its last point. With ``centerline="av2_midpoint"`` the centerline is av2's ``compute_midpoint_line`` of the
-  boundaries (10 points, reproduced here in a vectorised form, including the pivot case of a one-point
-  boundary); with ``"stored"`` it is the Scene's CENTER polyline. The polygon sits at ``centerline[0]`` and
-  points along ``centerline[1] - centerline[0]``.
+  its last point. With ``centerline="stored"`` (the default, as the reference preprocessing) the centerline is the
+  Scene's CENTER polyline, i.e. the one stored in the map file (AV2 ``log_map_archive``: 2 to 33 points per lane
+  on the fixture); a lane without one falls back to av2's midpoint line of its boundaries (the AV2 converter
+  stores that midpoint already for lanes whose file entry has no centerline). With ``"av2_midpoint"`` every lane
+  gets av2's ``compute_midpoint_line`` of its boundaries (10 points, reproduced here in a vectorised form,
+  including the pivot case of a one-point boundary), which is what ``ArgoverseStaticMap.
+  get_lane_segment_centerline`` returns, not what published QCNet checkpoints saw. The polygon sits at
+  ``centerline[0]`` and points along ``centerline[1] - centerline[0]``.
 * a crosswalk is two polygons, one per walking direction (all first directions after the lanes, then all
   second directions); the centerline is the midpoint line of its edges with ``ceil(|end - start| / 2) + 1``
   points.
@@ -37,13 +43,13 @@ from torch_geometric.data import Batch, HeteroData
 
 from smartpretrain.backbones.base import DESCRIPTION_KEY, BatchDescription
 from smartpretrain.data.scene import MapData, Scene
-from smartpretrain.data.taxonomy import Intersection, LineType, PolygonType, Side
+from smartpretrain.data.taxonomy import AgentRole, Intersection, LineType, PolygonType, Side
 
 __all__ = ["QCNetAdapter", "interp_arc_batch", "midpoint_lines_batch", "wrap_angle_np"]
 
 #: av2's ``NUM_CENTERLINE_INTERP_PTS``: points of a lane's midpoint centerline
 NUM_CENTERLINE_POINTS = 10
-CENTERLINE_MODES = ("av2_midpoint", "stored")
+CENTERLINE_MODES = ("stored", "av2_midpoint")
 
 # our Intersection value -> QCNet's is_intersection class ([True, False, None])
 _INTERSECTION_TO_QCNET = np.zeros(len(Intersection), np.int64)
@@ -144,8 +150,9 @@ class QCNetAdapter:
     Args:
         num_historical_steps: H, history steps ending at ``scene.current_step`` (included).
         num_future_steps: F, future steps after ``scene.current_step``.
-        centerline: ``"av2_midpoint"`` (QCNet's 10-point midpoint line of the lane boundaries; lanes without
-            both boundaries fall back to the stored centerline) or ``"stored"`` (the Scene's CENTER polyline).
+        centerline: ``"stored"`` (the Scene's CENTER polyline, i.e. the map file's; the reference preprocessing;
+            lanes without one fall back to the midpoint line) or ``"av2_midpoint"`` (av2's 10-point midpoint line
+            of the lane boundaries; lanes without both boundaries fall back to the stored centerline).
         dim: 3 (positions and velocities ``[..., 3]``, as QCNet's AV2 dataset) or 2 (``[..., 2]``).
         pl2pl_radius: accepted for the model's ``make_adapter``; unused (the model builds its radius graphs).
 
@@ -174,7 +181,7 @@ class QCNetAdapter:
         self,
         num_historical_steps: int = 50,
         num_future_steps: int = 60,
-        centerline: str = "av2_midpoint",
+        centerline: str = "stored",
         dim: int = 3,
         pl2pl_radius: float | None = None,
     ) -> None:
@@ -260,6 +267,9 @@ class QCNetAdapter:
         predict_mask = obs.copy()
         predict_mask[:, :h] = False
         predict_mask[~obs[:, h - 1]] = False
+        if scene.current_step + 1 >= scene.num_steps:  # no future at all: a test split (the reference's rule)
+            asked = obs[:, h - 1] | (a.role[keep] >= AgentRole.SCORED)
+            predict_mask[asked, h:] = True
 
         # future in each agent's frame at step H-1 (QCNet's TargetBuilder), 0 where not predicted
         target = np.zeros((n, f, 4), np.float32)
@@ -272,7 +282,7 @@ class QCNetAdapter:
             if d == 3:
                 target[..., 2] = rel[..., 2]
             target[..., 3] = wrap_angle_np(heading[:, h:].astype(np.float64) - theta[:, None])
-            target[~predict_mask[:, h:]] = 0.0
+            target[~(predict_mask[:, h:] & obs[:, h:])] = 0.0
 
         return {
             "num_nodes": n,

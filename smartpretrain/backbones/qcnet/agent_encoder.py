@@ -163,11 +163,14 @@ class QCNetAgentEncoder(nn.Module):
         r_t = self.r_t_emb(continuous_inputs=g["r_t"], categorical_embs=None)
         r_pl2a = self.r_pl2a_emb(continuous_inputs=g["r_pl2a"], categorical_embs=None)
         r_a2a = self.r_a2a_emb(continuous_inputs=g["r_a2a"], categorical_embs=None)
-        x_pl_s = map_enc["x_pl"].repeat(h, 1)  # the map is the same at every step
+        # the map is the same at every step: polygon t*P + p is polygon p, projected once (not once per step)
+        x_pl = map_enc["x_pl"]
+        src_pl2a = g["edge_index_pl2a"][0] % max(x_pl.size(0), 1)
         for i in range(self.config.num_agent_layers):
             x_a = self.t_attn_layers[i](x_a, r_t, g["edge_index_t"])
             x_a = x_a.view(num_a, h, d).transpose(0, 1).reshape(-1, d)  # -> time-major
-            x_a = self.pl2a_attn_layers[i]((x_pl_s, x_a), r_pl2a, g["edge_index_pl2a"])
+            pl2a = self.pl2a_attn_layers[i]
+            x_a = pl2a.attend(x_a, *pl2a.source_messages(x_pl, r_pl2a, src_pl2a), g["edge_index_pl2a"][1])
             x_a = self.a2a_attn_layers[i](x_a, r_a2a, g["edge_index_a2a"])
             x_a = x_a.view(h, num_a, d).transpose(0, 1).reshape(-1, d)  # -> agent-major
         return {"x_a": x_a.view(num_a, h, d)}

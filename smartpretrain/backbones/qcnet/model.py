@@ -133,9 +133,11 @@ class QCNet(Backbone):
         agent = batch["agent"]
         scene = batch_vector(batch, "agent", agent.num_nodes, agent["position"].device)
         dataset = batch.dataset if isinstance(batch.dataset, list) else [batch.dataset]
+        h = self.num_historical_steps
         return EvalTargets(
             target=agent["target"][..., :2],
-            valid=agent["predict_mask"][:, self.num_historical_steps :],
+            # predicted and observed: a test split predicts steps it has no ground truth for
+            valid=agent["predict_mask"][:, h:] & agent["valid_mask"][:, h:],
             role=agent["category"],
             scene_index=scene,
             dataset=list(dataset),

@@ -6,14 +6,13 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.utils import softmax
 
 if TYPE_CHECKING:
     from smartpretrain.backbones.qcnet.config import QCNetConfig
 
 
-class AttentionLayer(MessagePassing):
+class AttentionLayer(nn.Module):
     r"""Multi-head attention over the edges ``j -> i`` of a graph, followed by a feed-forward block.
 
     With :math:`\bar x = \mathrm{LN}(x)` (source, target and edge features normed separately; a non-bipartite
@@ -36,6 +35,16 @@ class AttentionLayer(MessagePassing):
     The :math:`W_{kr}, W_{vr}` terms exist only with ``has_pos_emb``. FFN = Linear(D -> 4D), ReLU, Dropout,
     Linear(4D -> D). Only the targets are updated (and returned).
 
+    The work is split in two so that callers can share it (the formula is unchanged):
+
+    - :meth:`source_messages` computes :math:`k_{ij}, v_{ij}` per edge from the sources and the edge features; it
+      does not depend on the targets, so a decoder whose queries attend to the same context several times
+      (QCNet's recurrent propose stage) computes it once. Sources may be given untiled, with ``src`` indexing them.
+    - :meth:`attend` updates targets ``[N, D]`` or *groups* of targets ``[N, G, D]`` that share the same incoming
+      edges (QCNet's K mode queries of one agent): :math:`k_{ij}, v_{ij}` are computed once per edge, not per mode.
+    - :meth:`attend_within_groups` is the all-pairs self-attention inside each group (QCNet's mode-to-mode
+      attention), computed densely.
+
     Args:
         hidden_dim: feature size D of nodes and edges.
         num_heads, head_dim: attention heads and their size.
@@ -53,7 +62,7 @@ class AttentionLayer(MessagePassing):
         bipartite: bool,
         has_pos_emb: bool,
     ) -> None:
-        super().__init__(aggr="add", node_dim=0)
+        super().__init__()
         self.num_heads, self.head_dim = num_heads, head_dim
         self.has_pos_emb, self.bipartite = has_pos_emb, bipartite
         self.scale = head_dim**-0.5
@@ -95,49 +104,76 @@ class AttentionLayer(MessagePassing):
         """``x``: node features ``[N, D]`` or ``(x_src [Ns, D], x_dst [Nt, D])``; ``r``: ``[E, D]`` or None;
         ``edge_index``: ``[2, E]`` (row 0 source, row 1 target). Returns the updated targets ``[Nt, D]``."""
         if isinstance(x, Tensor):
-            x_dst = x
-            x_src = x_dst_normed = self.attn_prenorm_x_src(x)
-        else:
-            x_src, x_dst = x
-            x_src = self.attn_prenorm_x_src(x_src)
-            x_dst_normed = self.attn_prenorm_x_dst(x_dst)
+            x_normed = self.attn_prenorm_x_src(x)
+            k, v = self._project_sources(x_normed, r, edge_index[0])
+            return self._update(x, x_normed, k, v, edge_index[1])
+        x_src, x_dst = x
+        k, v = self.source_messages(x_src, r, edge_index[0])
+        return self.attend(x_dst, k, v, edge_index[1])
+
+    def source_messages(self, x_src: Tensor, r: Tensor | None, src: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of the edges, ``([E, heads, head_dim], [E, heads, head_dim])``.
+
+        ``x_src [Ns, D]``: source nodes (each projected once, then gathered by ``src [E]``); ``r [E, D]`` or None.
+        """
+        return self._project_sources(self.attn_prenorm_x_src(x_src), r, src)
+
+    def _project_sources(self, x_src_normed: Tensor, r: Tensor | None, src: Tensor) -> tuple[Tensor, Tensor]:
+        shape = (-1, self.num_heads, self.head_dim)
+        # index_select (not advanced indexing): its backward is an index_add, much cheaper than an index_put
+        k = self.to_k(x_src_normed).index_select(0, src)
+        v = self.to_v(x_src_normed).index_select(0, src)
         if self.has_pos_emb and r is not None:
             r = self.attn_prenorm_r(r)
-        else:
-            r = None
-        x_dst = x_dst + self.attn_postnorm(self._attn_block(x_src, x_dst_normed, r, edge_index))
+            k = k + self.to_k_r(r)
+            v = v + self.to_v_r(r)
+        return k.view(shape), v.view(shape)
+
+    def attend(self, x_dst: Tensor, k: Tensor, v: Tensor, dst: Tensor) -> Tensor:
+        """Update ``x_dst [N, D]`` or ``[N, G, D]`` with the edge keys / values of :meth:`source_messages`.
+
+        ``dst [E]`` indexes the first dim of ``x_dst``; with groups, every member of group ``i`` receives all edges
+        ``e`` with ``dst[e] = i`` (the softmax runs per member). A target without edges keeps only the gated self
+        term (its aggregate is zero).
+        """
+        return self._update(x_dst, self.attn_prenorm_x_dst(x_dst), k, v, dst)
+
+    def _update(self, x_dst: Tensor, x_dst_normed: Tensor, k: Tensor, v: Tensor, dst: Tensor) -> Tensor:
+        grouped = x_dst.dim() == 3
+        num_dst = x_dst.size(0)
+        group = x_dst.size(1) if grouped else 1
+        q = self.to_q(x_dst_normed).view(num_dst, group, self.num_heads, self.head_dim).index_select(0, dst)
+        sim = (q * k.unsqueeze(1)).sum(dim=-1) * self.scale  # [E, G, h]
+        attn = self.attn_drop(softmax(sim, dst, num_nodes=num_dst, dim=0))
+        msg = v.unsqueeze(1) * attn.unsqueeze(-1)  # [E, G, h, d]
+        agg = msg.new_zeros((num_dst, *msg.shape[1:])).index_add_(0, dst, msg)
+        inner = self.num_heads * self.head_dim
+        agg = agg.view(num_dst, group, inner) if grouped else agg.view(num_dst, inner)
+        return self._residual_blocks(x_dst, x_dst_normed, agg)
+
+    def attend_within_groups(self, x: Tensor, active: Tensor | None = None) -> Tensor:
+        """Self-attention among the members of each group, all pairs (self included): ``x [N, G, D]``.
+
+        ``active [N] bool``: groups whose members attend to each other; the others receive no message (as if they
+        had no edges). Needs a layer without positional embedding on a single node set (``bipartite=False``).
+        """
+        num, group = x.size(0), x.size(1)
+        xn = self.attn_prenorm_x_src(x)
+        shape = (num, group, self.num_heads, self.head_dim)
+        q = self.to_q(xn).view(shape).transpose(1, 2)  # [N, h, G, d]
+        k = self.to_k(xn).view(shape).transpose(1, 2)
+        v = self.to_v(xn).view(shape).transpose(1, 2)
+        attn = self.attn_drop(torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1))  # [N, h, G(dst), G(src)]
+        agg = (attn @ v).transpose(1, 2).reshape(num, group, self.num_heads * self.head_dim)
+        if active is not None:
+            agg = agg * active.view(-1, 1, 1).to(agg.dtype)
+        return self._residual_blocks(x, xn, agg)
+
+    def _residual_blocks(self, x_dst: Tensor, x_dst_normed: Tensor, agg: Tensor) -> Tensor:
+        g = torch.sigmoid(self.to_g(torch.cat([agg, x_dst_normed], dim=-1)))
+        out = self.to_out(agg + g * (self.to_s(x_dst_normed) - agg))
+        x_dst = x_dst + self.attn_postnorm(out)
         return x_dst + self.ff_postnorm(self.ff_mlp(self.ff_prenorm(x_dst)))
-
-    def _attn_block(self, x_src: Tensor, x_dst: Tensor, r: Tensor | None, edge_index: Tensor) -> Tensor:
-        shape = (-1, self.num_heads, self.head_dim)
-        q = self.to_q(x_dst).view(shape)
-        k = self.to_k(x_src).view(shape)
-        v = self.to_v(x_src).view(shape)
-        agg = self.propagate(edge_index, q=q, k=k, v=v, r=r, size=(x_src.size(0), x_dst.size(0)))
-        return self.to_out(self._gated_update(agg, x_dst))
-
-    def message(
-        self,
-        q_i: Tensor,
-        k_j: Tensor,
-        v_j: Tensor,
-        r: Tensor | None,
-        index: Tensor,
-        ptr: Tensor | None,
-        size_i: int | None,
-    ) -> Tensor:
-        if r is not None:
-            shape = (-1, self.num_heads, self.head_dim)
-            k_j = k_j + self.to_k_r(r).view(shape)
-            v_j = v_j + self.to_v_r(r).view(shape)
-        sim = (q_i * k_j).sum(dim=-1) * self.scale  # [E, heads]
-        attn = self.attn_drop(softmax(sim, index, ptr, size_i))
-        return v_j * attn.unsqueeze(-1)
-
-    def _gated_update(self, agg: Tensor, x_dst: Tensor) -> Tensor:
-        agg = agg.reshape(-1, self.num_heads * self.head_dim)
-        g = torch.sigmoid(self.to_g(torch.cat([agg, x_dst], dim=-1)))
-        return agg + g * (self.to_s(x_dst) - agg)
 
     def __repr__(self) -> str:
         return (

@@ -56,12 +56,14 @@ class FourierEmbedding(nn.Module):
         else:
             if self.freqs is None or continuous_inputs.size(-1) != self.input_dim:
                 raise ValueError(f"expected {self.input_dim} continuous inputs, got {continuous_inputs.size(-1)}")
-            x = continuous_inputs.unsqueeze(-1)  # [N, n, 1]
-            phase = x * self.freqs.weight * (2 * math.pi)  # [N, n, B]
-            feats = torch.cat([phase.cos(), phase.sin(), x], dim=-1)  # [N, n, 2B+1]
-            h = self.mlps[0](feats[:, 0])
-            for i in range(1, self.input_dim):
-                h = h + self.mlps[i](feats[:, i])
+            # one contiguous [N, 2B+1] block per input: slicing a joint [N, n, 2B+1] tensor instead makes autograd
+            # build a zero-filled full-size gradient per slice (measured ~1.45x slower forward + backward)
+            h = None
+            for i, mlp in enumerate(self.mlps):
+                x = continuous_inputs[:, i : i + 1]
+                phase = x * (self.freqs.weight[i] * (2 * math.pi))  # [N, B]
+                y = mlp(torch.cat([phase.cos(), phase.sin(), x], dim=-1))
+                h = y if h is None else h + y
             if categorical_embs:
                 h = h + torch.stack(categorical_embs).sum(dim=0)
         return self.to_out(h)
