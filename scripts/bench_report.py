@@ -4,7 +4,8 @@
     python scripts/bench_report.py --check          # exit 1 if the block is stale
 
 Reads ``convert.json`` (scripts/bench_convert.py), ``cache_formats.json`` (scripts/bench_cache_formats.py),
-``loading.json`` (scripts/bench_loading.py) and every ``train*.json`` (scripts/bench_train.py); files that are
+``loading.json`` (scripts/bench_loading.py), every ``train*.json`` (scripts/bench_train.py) and every
+``qcnet_speed*.json`` (scripts/bench_train.py --trees, before / after a speed change); files that are
 absent are listed as not run.
 """
 
@@ -118,6 +119,36 @@ def train_table(name: str, report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def trees_table(name: str, report: dict[str, Any]) -> list[str]:
+    """A ``bench_train.py --trees`` report: each (kind, batch), the baseline tree and the others over it."""
+    settings = report.get("settings", {})
+    trees = list(settings.get("trees", {}))
+    base, others = trees[0], trees[1:]
+    lines = [
+        f"**{', '.join(others)} vs {base}** (`{name}`, scripts/bench_train.py --trees; device "
+        f"{settings.get('device', 'cpu')}, {settings.get('precision', 'fp32')}; median of {settings.get('steps')} "
+        f"steps x {settings.get('repeats')} interleaved rounds; {_machine(report)}):",
+        "",
+    ]
+    head = ["model", "step", "batch", f"{base} ms/step", f"{base} peak MiB"]
+    for tree in others:
+        head += [f"{tree} ms/step", f"{tree} peak MiB", f"{tree} / {base} time", f"{tree} / {base} memory"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    mem = (
+        "peak_gpu_mib"
+        if any(k.endswith("peak_gpu_mib") for r in report["tree_comparison"] for k in r)
+        else "peak_rss_mib"
+    )
+    for r in report["tree_comparison"]:
+        cells = [r["model"], r["kind"].replace("_", " + "), str(r["batch_size"])]
+        cells += [f"{r[f'{base}_step_ms']:.0f}", f"{r[f'{base}_{mem}']:.0f}"]
+        for tree in others:
+            cells += [f"{r[f'{tree}_step_ms']:.0f}", f"{r[f'{tree}_{mem}']:.0f}"]
+            cells += [f"{r[f'{tree}_time_ratio']:.2f}", f"{r[f'{tree}_memory_ratio']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(results_dir: Path) -> str:
     blocks: list[list[str]] = []
     missing: list[str] = []
@@ -133,6 +164,8 @@ def render(results_dir: Path) -> str:
         blocks.append(train_table(path.name, json.loads(path.read_text())))
     if not trains:
         missing.append("train*.json")
+    for path in sorted(results_dir.glob("qcnet_speed*.json")):
+        blocks.append(trees_table(path.name, json.loads(path.read_text())))
     if missing:
         blocks.append([f"Not run yet: {', '.join(missing)} (see `scripts/bench_all.sh`)."])
     return "\n\n".join("\n".join(b) for b in blocks) + "\n"

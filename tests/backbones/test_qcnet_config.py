@@ -101,8 +101,10 @@ def test_published_checkpoint_hyper_parameters_are_the_defaults():
 
 def test_derived_values():
     config = QCNetConfig(num_historical_steps=20, num_future_steps=30, num_recurrent_steps=5, time_span=None)
-    assert (config.effective_time_span, config.effective_num_t2m_steps) == (20, 30)
+    # num_t2m_steps 30 (the AV2 value) on a 20-step history: the whole history, not the reference slice's 10
+    assert (config.effective_time_span, config.effective_num_t2m_steps) == (20, 20)
     assert QCNetConfig(num_historical_steps=20, num_t2m_steps=None).effective_num_t2m_steps == 20
+    assert QCNetConfig(num_historical_steps=50, num_t2m_steps=30).effective_num_t2m_steps == 30
     assert config.steps_per_recurrence == 6
     assert config.embedding_dim == 128 * 6
     encoder_query = QCNetConfig(ssl_query="encoder")

@@ -470,7 +470,7 @@ def test_grouped_attention_equals_attention_per_member():
     the plain layer on all (member, member) edges of each group; a group without edges gets the edge-less update."""
     torch.manual_seed(0)
     layer = AttentionLayer(16, num_heads=2, head_dim=4, dropout=0.0, bipartite=True, has_pos_emb=True).eval()
-    x_src, x_dst, g = torch.randn(5, 16), torch.randn(3, 4, 16), 4
+    x_src, x_dst, g = torch.randn(5, 16), torch.randn(4, 4, 16, requires_grad=True), 4  # group 3: no edge
     edge_index = torch.tensor([[0, 1, 2, 3, 4, 0], [0, 0, 1, 1, 1, 2]])
     r = torch.randn(6, 16)
     grouped = layer.attend(x_dst, *layer.source_messages(x_src, r, edge_index[0]), edge_index[1])
@@ -483,6 +483,8 @@ def test_grouped_attention_equals_attention_per_member():
         torch.stack([edge_index[0].repeat_interleave(g), tiled_dst]),
     )
     assert torch.allclose(grouped.reshape(-1, 16), tiled, atol=1e-5)
+    grouped.sum().backward()  # the edge-less group's padded scores stay finite: no NaN in the gradients
+    assert torch.isfinite(x_dst.grad).all() and all(torch.isfinite(p.grad).all() for p in layer.parameters())
 
     m2m = AttentionLayer(16, num_heads=2, head_dim=4, dropout=0.0, bipartite=False, has_pos_emb=False).eval()
     x = torch.randn(3, g, 16)

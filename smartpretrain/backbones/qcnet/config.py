@@ -82,8 +82,9 @@ class QCNetConfig:
     a2a_radius: float = _field(50.0, gt=0.0)
     """metres within which agents attend to each other, at each history step"""
     num_t2m_steps: int | None = _field(30, ge=1)
-    """last history steps the mode queries attend to; None: the whole history. As in the reference, the steps
-    before ``H - num_t2m_steps`` are masked with a slice, so a value above H keeps only ``2H - num_t2m_steps``"""
+    """last history steps the mode queries attend to; None or a value above H: the whole history (the reference
+    masks the steps before ``H - num_t2m_steps`` with a slice, so above H it would keep only ``2H - num_t2m_steps``:
+    the AV2 value 30 with AV1's 20-step history would silently read 10 steps)"""
     pl2m_radius: float = _field(150.0, gt=0.0)
     """metres around an agent's current position within which its mode queries attend to polygons"""
     a2m_radius: float = _field(150.0, gt=0.0)
@@ -133,8 +134,10 @@ class QCNetConfig:
 
     @property
     def effective_num_t2m_steps(self) -> int:
-        """``num_t2m_steps``, or the whole history when it is None."""
-        return self.num_t2m_steps if self.num_t2m_steps is not None else self.num_historical_steps
+        """``num_t2m_steps``, at most the whole history (which None means)."""
+        if self.num_t2m_steps is None:
+            return self.num_historical_steps
+        return min(self.num_t2m_steps, self.num_historical_steps)
 
     @property
     def steps_per_recurrence(self) -> int:

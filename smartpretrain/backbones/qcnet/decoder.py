@@ -14,6 +14,7 @@ from torch_geometric.data import HeteroData
 from smartpretrain.backbones.graph import radius, radius_graph, relative_polar, wrap_angle
 from smartpretrain.backbones.qcnet.config import QCNetConfig
 from smartpretrain.backbones.qcnet.layers import AttentionLayer, FourierEmbedding, MLPLayer, init_weights
+from smartpretrain.backbones.qcnet.layers.attention_layer import edge_slots
 from smartpretrain.backbones.qcnet.map_encoder import batch_vector, node_field
 
 _KINDS = ("t2m", "pl2m", "a2m")
@@ -39,6 +40,8 @@ class DecoderContext:
     """per kind: the embedded edge features ``[E, D]``"""
     active: Tensor
     """``[Q + 1]`` rows whose modes attend to each other (m2m): all but the context-free row"""
+    slots: dict[str, tuple[Tensor, int]]
+    """per kind: :func:`edge_slots` of the edges' query rows (shared by every layer)"""
 
     @property
     def num_rows(self) -> int:
@@ -71,6 +74,8 @@ class QCNetDecoder(nn.Module):
       edge (:meth:`AttentionLayer.attend` with groups) instead of once per (edge, mode);
     - the propose stage's recurrences reuse each layer's keys and values (the context does not change between
       recurrences); the edge embeddings are computed once per forward;
+    - each query row's edges are laid out densely (padded to the largest count), so scores and sums are batched
+      matrix products over the K modes;
     - m2m is a dense K x K attention per agent (:meth:`AttentionLayer.attend_within_groups`).
 
     *Propose*: ``num_recurrent_steps`` recurrences of the attention stack (shared weights), each emitting
@@ -202,21 +207,23 @@ class QCNetDecoder(nn.Module):
         row_of_agent[agents] = torch.arange(agents.numel(), device=x_a.device)
         active = torch.ones(agents.numel() + 1, dtype=torch.bool, device=x_a.device)
         active[-1] = False
+        edges = {
+            "t2m": torch.stack([g["t2m_src"], row_of_agent[g["t2m_agent"]]]),
+            "pl2m": torch.stack([g["pl2m"][0], row_of_agent[g["pl2m"][1]]]),
+            "a2m": torch.stack([g["a2m"][0], row_of_agent[g["a2m"][1]]]),
+        }
         return DecoderContext(
             agents=agents,
             row_of_agent=row_of_agent,
             sources={"t2m": x_a.reshape(-1, d), "pl2m": x_pl, "a2m": x_a[:, -1]},
-            edges={
-                "t2m": torch.stack([g["t2m_src"], row_of_agent[g["t2m_agent"]]]),
-                "pl2m": torch.stack([g["pl2m"][0], row_of_agent[g["pl2m"][1]]]),
-                "a2m": torch.stack([g["a2m"][0], row_of_agent[g["a2m"][1]]]),
-            },
+            edges=edges,
             r={
                 "t2m": self.r_t2m_emb(continuous_inputs=g["r_t2m"], categorical_embs=None),
                 "pl2m": self.r_pl2m_emb(continuous_inputs=g["r_pl2m"], categorical_embs=None),
                 "a2m": self.r_a2m_emb(continuous_inputs=g["r_a2m"], categorical_embs=None),
             },
             active=active,
+            slots={kind: edge_slots(edge[1], active.numel()) for kind, edge in edges.items()},
         )
 
     def stage_messages(self, stage: str, ctx: DecoderContext) -> list[dict[str, tuple[Tensor, Tensor]]]:
@@ -242,7 +249,8 @@ class QCNetDecoder(nn.Module):
         for i, layer_messages in enumerate(messages):
             for kind in _KINDS:
                 k, v = layer_messages[kind]
-                m = getattr(self, f"{kind}_{stage}_attn_layers")[i].attend(m, k, v, ctx.edges[kind][1])
+                layer = getattr(self, f"{kind}_{stage}_attn_layers")[i]
+                m = layer.attend(m, k, v, ctx.edges[kind][1], ctx.slots[kind])
         return getattr(self, f"m2m_{stage}_attn_layer").attend_within_groups(m, ctx.active)
 
     def initial_queries(self, ctx: DecoderContext) -> Tensor:

@@ -12,6 +12,18 @@ if TYPE_CHECKING:
     from smartpretrain.backbones.qcnet.config import QCNetConfig
 
 
+def edge_slots(dst: Tensor, num_dst: int) -> tuple[Tensor, int]:
+    """Each edge's position among the edges of its target (in edge order), and the largest count ``width``."""
+    if dst.numel() == 0:
+        return dst.new_zeros(0), 0
+    counts = torch.bincount(dst, minlength=num_dst)
+    order = torch.argsort(dst, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(dst)
+    slot[order] = torch.arange(dst.numel(), device=dst.device) - starts[dst[order]]
+    return slot, int(counts.max())
+
+
 class AttentionLayer(nn.Module):
     r"""Multi-head attention over the edges ``j -> i`` of a graph, followed by a feed-forward block.
 
@@ -129,14 +141,44 @@ class AttentionLayer(nn.Module):
             v = v + self.to_v_r(r)
         return k.view(shape), v.view(shape)
 
-    def attend(self, x_dst: Tensor, k: Tensor, v: Tensor, dst: Tensor) -> Tensor:
+    def attend(
+        self, x_dst: Tensor, k: Tensor, v: Tensor, dst: Tensor, slots: tuple[Tensor, int] | None = None
+    ) -> Tensor:
         """Update ``x_dst [N, D]`` or ``[N, G, D]`` with the edge keys / values of :meth:`source_messages`.
 
         ``dst [E]`` indexes the first dim of ``x_dst``; with groups, every member of group ``i`` receives all edges
         ``e`` with ``dst[e] = i`` (the softmax runs per member). A target without edges keeps only the gated self
         term (its aggregate is zero).
+
+        Groups are computed densely: each target's edges are laid out in a padded ``[N, width]`` table (the
+        ``slots`` of :func:`edge_slots`, computed here when not given), so that scores and sums are batched
+        matrix products over the members instead of per-(edge, member) gathers and scatters.
         """
-        return self._update(x_dst, self.attn_prenorm_x_dst(x_dst), k, v, dst)
+        x_dst_normed = self.attn_prenorm_x_dst(x_dst)
+        if x_dst.dim() == 3:
+            return self._update_groups(x_dst, x_dst_normed, k, v, dst, slots or edge_slots(dst, x_dst.size(0)))
+        return self._update(x_dst, x_dst_normed, k, v, dst)
+
+    def _update_groups(
+        self, x_dst: Tensor, x_dst_normed: Tensor, k: Tensor, v: Tensor, dst: Tensor, slots: tuple[Tensor, int]
+    ) -> Tensor:
+        num, group = x_dst.size(0), x_dst.size(1)
+        slot, width = slots
+        heads, dim = self.num_heads, self.head_dim
+        # [N, width, h, d] tables of each target's edges (zero rows where a target has fewer than width)
+        table_k = k.new_zeros(num, width, heads, dim).index_put((dst, slot), k)
+        table_v = v.new_zeros(num, width, heads, dim).index_put((dst, slot), v)
+        present = torch.zeros(num, width, dtype=torch.bool, device=k.device).index_put(
+            (dst, slot), torch.ones_like(dst, dtype=torch.bool)
+        )
+        q = self.to_q(x_dst_normed).view(num, group, heads, dim).transpose(1, 2)  # [N, h, G, d]
+        sim = q @ table_k.permute(0, 2, 3, 1) * self.scale  # [N, h, G, width]
+        # padding gets the lowest finite score (not -inf: a target without edges would give NaN), then weight 0
+        sim = sim.masked_fill(~present[:, None, None, :], torch.finfo(sim.dtype).min)
+        attn = torch.softmax(sim, dim=-1).masked_fill(~present[:, None, None, :], 0.0)
+        attn = self.attn_drop(attn)
+        agg = (attn @ table_v.transpose(1, 2)).transpose(1, 2).reshape(num, group, heads * dim)  # [N, G, h*d]
+        return self._residual_blocks(x_dst, x_dst_normed, agg)
 
     def _update(self, x_dst: Tensor, x_dst_normed: Tensor, k: Tensor, v: Tensor, dst: Tensor) -> Tensor:
         grouped = x_dst.dim() == 3
