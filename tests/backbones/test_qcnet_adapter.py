@@ -452,6 +452,34 @@ def test_moved_current_step(av2_scene, current_step):
     np.testing.assert_allclose(agent.target[focal, 9, :2].numpy(), [x, y], atol=1e-4)
 
 
+def test_scene_without_future_predicts_like_the_reference_test_split(av2_scene):
+    """A scene whose timeline ends at its present (a test split) predicts every future step of the agents observed
+    at the present and of the scored / focal agents; no step counts as ground truth, and the loss sees none."""
+    from smartpretrain.backbones.qcnet.model import QCNet
+
+    scene = dataclasses.replace(av2_scene, current_step=av2_scene.num_steps - 1)
+    data = QCNetAdapter()(scene)
+    agent = data["agent"]
+    rows = agent.agent_index.numpy()
+    present = torch.from_numpy(scene.agents.valid[rows, scene.current_step])
+    asked = present | torch.from_numpy(scene.agents.role[rows] >= AgentRole.SCORED)
+    assert 0 < int(asked.sum()) < agent.num_nodes
+    assert torch.equal(agent.predict_mask[:, 50:], asked.unsqueeze(1).expand(-1, 60))
+    assert not agent.predict_mask[:, :50].any() and not agent.valid_mask[:, 50:].any()
+    assert not agent.target.any()
+    model = QCNet(hidden_dim=16, num_heads=2, head_dim=8, num_freq_bands=4).eval()
+    batch = QCNetAdapter().collate([data])
+    assert not model.eval_targets(batch).valid.any()
+    with torch.no_grad():
+        forecast = model(batch)
+        loss = model.loss(batch, forecast)
+    assert torch.isfinite(forecast.loc).all() and float(loss["reg_loss_refine"]) == 0.0
+    # a scene with a future keeps the validation rule: observed future steps of agents seen at the present
+    rows = QCNetAdapter()(av2_scene)["agent"]
+    seen = torch.from_numpy(av2_scene.agents.valid[rows.agent_index.numpy(), av2_scene.current_step])
+    assert torch.equal(rows.predict_mask[:, 50:], rows.valid_mask[:, 50:] & seen.unsqueeze(1))
+
+
 def test_collate_mixes_map_and_map_less_scenes(av2_scene, av1_scene):
     adapter = QCNetAdapter(num_historical_steps=20, num_future_steps=30)
     moved = dataclasses.replace(av2_scene, current_step=70)

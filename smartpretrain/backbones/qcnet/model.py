@@ -119,7 +119,9 @@ class QCNet(Backbone):
     def loss(self, batch: HeteroData, forecast: Forecast) -> dict[str, Tensor]:
         """``loss`` = ``reg_loss_propose`` + ``reg_loss_refine`` + ``cls_loss`` (see :mod:`.loss`)."""
         agent = batch["agent"]
-        predict = agent["predict_mask"][:, self.num_historical_steps :]
+        h = self.num_historical_steps
+        # predicted and observed: a scene without future (test split) predicts steps it has no target for
+        predict = agent["predict_mask"][:, h:] & agent["valid_mask"][:, h:]
         return qcnet_loss(
             forecast.extras,
             forecast.pi,
