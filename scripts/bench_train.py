@@ -96,19 +96,27 @@ def time_steps(step: Callable[[], Any], steps: int, device: str) -> tuple[list[f
     return times, out
 
 
-def finetune_case(model_name: str, batch_size: int, steps: int, device: str, precision: str) -> dict[str, object]:
-    """Forecasting step: build the model and batch, time ``steps`` optimizer steps after the warm-ups."""
+def forecasting_setup(model_name: str, batch_size: int, device: str, precision: str, train: bool) -> tuple:
+    """``(backbone, batch, autocast dtype or None)``: ``configs/train.yaml``'s model (seed 0) in train or eval mode
+    and a batch of ``batch_size`` copies of the fixture scene through its adapter."""
     import torch
     from hydra.utils import instantiate
 
     cfg = compose_config("train", ["data=av2", f"model={model_name}"])
     torch.manual_seed(0)
-    backbone = instantiate(cfg.model).to(device).train()
+    backbone = instantiate(cfg.model).to(device).train(train)
     adapter = backbone.make_adapter()
     scene = fixture_scene()
     batch = adapter.collate([adapter(scene) for _ in range(batch_size)]).to(device)
+    return backbone, batch, {"fp32": None, "bf16": torch.bfloat16}[precision]
+
+
+def finetune_case(model_name: str, batch_size: int, steps: int, device: str, precision: str) -> dict[str, object]:
+    """Forecasting step: build the model and batch, time ``steps`` optimizer steps after the warm-ups."""
+    import torch
+
+    backbone, batch, dtype = forecasting_setup(model_name, batch_size, device, precision, train=True)
     optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-4)
-    dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
 
     def step() -> Any:
         optimizer.zero_grad(set_to_none=True)
@@ -132,15 +140,8 @@ def finetune_case(model_name: str, batch_size: int, steps: int, device: str, pre
 def pass_case(model_name: str, batch_size: int, steps: int, device: str, precision: str, backward: bool) -> dict:
     """The forecasting forward (eval, no autograd) or forward + loss + backward (train mode), no optimizer."""
     import torch
-    from hydra.utils import instantiate
 
-    cfg = compose_config("train", ["data=av2", f"model={model_name}"])
-    torch.manual_seed(0)
-    backbone = instantiate(cfg.model).to(device).train(backward)
-    adapter = backbone.make_adapter()
-    scene = fixture_scene()
-    batch = adapter.collate([adapter(scene) for _ in range(batch_size)]).to(device)
-    dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
+    backbone, batch, dtype = forecasting_setup(model_name, batch_size, device, precision, train=backward)
 
     def step() -> Any:
         with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
@@ -292,24 +293,6 @@ def compare_trees(results: list[dict[str, Any]], trees: list[str]) -> list[dict[
     return rows
 
 
-def trees_table(rows: list[dict[str, Any]], trees: list[str]) -> str:
-    """Markdown: one row per (model, kind, batch), each tree's ms/step and peak memory, ratios to the first tree."""
-    mem_key = "peak_gpu_mib" if any(k.endswith("peak_gpu_mib") for r in rows for k in r) else "peak_rss_mib"
-    mem = "peak GPU MiB" if mem_key == "peak_gpu_mib" else "peak RSS MiB"
-    head = ["model", "step", "batch"]
-    for i, tree in enumerate(trees):
-        head += [f"{tree} ms/step", f"{tree} {mem}"] + ([f"{tree} / {trees[0]} time", "memory"] if i else [])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [str(r["model"]), str(r["kind"]).replace("_", " + "), str(r["batch_size"])]
-        for i, tree in enumerate(trees):
-            cells += [str(r.get(f"{tree}_step_ms", "-")), str(r.get(f"{tree}_{mem_key}", "-"))]
-            if i:
-                cells += [str(r.get(f"{tree}_time_ratio", "-")), str(r.get(f"{tree}_memory_ratio", "-"))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def compare(results: list[dict[str, Any]]) -> list[dict[str, object]]:
     """Per (model, batch): SSL step over fine-tune step, when both were measured."""
     by_key = {(r["model"], r["batch_size"], r["kind"]): r for r in results}
@@ -449,7 +432,10 @@ def main() -> None:
         rows = compare_trees(results, list(trees))
         report["settings"] |= {"trees": {name: str(path) for name, path in trees.items()}, "repeats": args.repeats}
         report["tree_comparison"] = rows
-        print(trees_table(rows, list(trees)))
+        # the docs summary's table (bench_report.py, beside this script), so the terminal shows what the docs will
+        from bench_report import trees_table
+
+        print("\n".join(trees_table(args.out.name, report)))
     else:
         report["comparison"] = compare(results)
         print(table(results))
