@@ -111,10 +111,34 @@ def train_table(name: str, report: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
+        if r.get("ssl_arm", "tcl_trl") != "tcl_trl":
+            continue  # the other objective sets: arms_table
         memory = r.get("peak_gpu_mib", r.get("peak_rss_mib"))
         lines.append(
             f"| {r['model']} | {r['kind']} | {r['batch_size']} | {r['step_ms_median']:.0f} | {r['ms_per_scene']:.0f} | "
             f"{'—' if memory is None else f'{memory:.0f}'} |"
+        )
+    if report.get("arm_comparison"):
+        lines += ["", *arms_table(name, report)]
+    return lines
+
+
+def arms_table(name: str, report: dict[str, Any]) -> list[str]:
+    """A ``bench_train.py --ssl-arms`` report: each pre-training arm's step beside TCL + TRL's."""
+    settings = report.get("settings", {})
+    lines = [
+        f"**Pre-training objectives** (`{name}`, scripts/bench_train.py --ssl-arms; device "
+        f"{settings.get('device', 'cpu')}, {settings.get('precision', 'fp32')}; median of {settings.get('steps')} "
+        f"steps; {_machine(report)}):",
+        "",
+        "| model | batch | arm | objectives | ms/step | × TCL + TRL | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report["arm_comparison"]:
+        ratio = r.get("time_over_tcl_trl")
+        lines.append(
+            f"| {r['model']} | {r['batch_size']} | {r['arm']} | {', '.join(r['objectives'])} | {r['step_ms']:.0f} | "
+            f"{'—' if ratio is None else f'{ratio:.2f}'} | {r['peak_rss_mib']:.0f} |"
         )
     return lines
 

@@ -3,6 +3,9 @@
     python scripts/bench_train.py --model qcnet --batch-sizes 1 2 4 --steps 5 --out benchmarks/results/train.json
     python scripts/bench_train.py --model qcnet_small --batch-sizes 4 --kinds ssl finetune
     python scripts/bench_train.py --device cuda --precision bf16 ...          # on a GPU machine
+    python scripts/bench_train.py --model forecast_mae qcnet_small --kinds ssl --batch-sizes 4 \
+        --ssl-arms tcl_trl control fd id mhc tcl_trl_control --ssl-experiment smartpretrain_forecast_mae_cpu_small \
+        --out benchmarks/results/train_control_forecast_mae_cpu.json
     python scripts/bench_train.py --kinds forward forward_backward --batch-sizes 1 4 8 \
         --trees before=../before after=. --repeats 2 --out benchmarks/results/qcnet_speed.json
 
@@ -17,6 +20,10 @@ Kinds of step (``--kinds``, default ``finetune ssl``):
   branch on views A and B (no grad), TCL + TRL, backward and AdamW step. Its batches are the same scene copies cut
   into two temporal views (``SSLViewTransform(TemporalViewSampler(view_window), adapter)``, windows drawn from a
   seeded generator).
+
+  ``--ssl-arms`` times other objective sets (the study arms of ``smartpretrain.runs.comparison.PRETRAIN_ARMS``,
+  e.g. ``tcl_trl control fd id mhc tcl_trl_control``), each beside TCL + TRL (the default, ``tcl_trl``); an arm
+  with control-centric terms also derives the views' transition controls, as the data module does.
 
 * ``forward``: the backbone's forecasting forward pass alone, in eval mode without autograd (validation / test).
 * ``forward_backward``: the forecasting forward + loss + backward in train mode, without the optimizer step.
@@ -47,6 +54,7 @@ from typing import Any
 
 from smartpretrain.config import compose_config
 from smartpretrain.io.run_outputs import write_report
+from smartpretrain.runs.comparison import PRETRAIN_ARMS
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO.parent / "shared" / "fixtures" / "av2"
@@ -164,24 +172,37 @@ def pass_case(model_name: str, batch_size: int, steps: int, device: str, precisi
     }
 
 
-def ssl_case(model_name: str, batch_size: int, steps: int, device: str, precision: str) -> dict[str, object]:
-    """SmartPretrain step (EMA update, online view A, momentum views A+B, TCL + TRL, backward, AdamW)."""
+def ssl_case(
+    model_name: str,
+    batch_size: int,
+    steps: int,
+    device: str,
+    precision: str,
+    arm: str = "tcl_trl",
+    experiment: str | None = None,
+) -> dict[str, object]:
+    """SmartPretrain step (EMA update, online view A, momentum views A+B, the arm's objectives (default TCL + TRL),
+    backward, AdamW)."""
     import numpy as np
     import torch
 
     from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
-    from smartpretrain.runs.pretraining import build_task
+    from smartpretrain.runs.comparison import PRETRAIN_ARMS
+    from smartpretrain.runs.pretraining import build_task, control_spec
     from smartpretrain.ssl.momentum import ema_update
 
     overrides = ["data=av2", f"model={model_name}"]
-    experiment = SSL_EXPERIMENTS.get(model_name)
+    experiment = experiment or SSL_EXPERIMENTS.get(model_name)
     if experiment is not None:
         overrides.append(f"experiment={experiment}")
-    cfg = compose_config("pretrain", overrides)
+    cfg = compose_config("pretrain", [*overrides, *PRETRAIN_ARMS[arm][0]])
     torch.manual_seed(0)
     task = build_task(cfg).to(device).train()
     window = int(cfg.ssl.window)  # = data.view_window, as build_datamodule
-    transform = SSLViewTransform(TemporalViewSampler(window), task.backbone.make_adapter())
+    controls = control_spec(cfg) if task.needs.controls else None
+    transform = SSLViewTransform(
+        TemporalViewSampler(window), task.backbone.make_adapter(), with_full=task.needs.full_scene, controls=controls
+    )
     scene = fixture_scene()
     np.random.seed(0)  # the sampler draws the windows from numpy's global generator
     batch = transform.collate([transform(scene) for _ in range(batch_size)]).to(device)
@@ -208,6 +229,7 @@ def ssl_case(model_name: str, batch_size: int, steps: int, device: str, precisio
     trainable = [p for p in task.parameters() if p.requires_grad]
     return {
         **batch_sizes(task.backbone, batch.view_a),  # per view
+        "ssl_arm": arm,
         "view_window": window,
         "objectives": {name: task.objective_weights[name] for name in task.objectives},
         "proj_hidden_dim": int(cfg.ssl.proj_hidden_dim),
@@ -255,13 +277,22 @@ def memory(device: str, rss_before: int) -> dict[str, object]:
 
 
 def run_case(
-    model_name: str, batch_size: int, steps: int, device: str, precision: str, kind: str = "finetune"
+    model_name: str,
+    batch_size: int,
+    steps: int,
+    device: str,
+    precision: str,
+    kind: str = "finetune",
+    arm: str = "tcl_trl",
+    experiment: str | None = None,
 ) -> dict[str, object]:
-    """One case in this process."""
+    """One case in this process (``arm``, ``experiment``: the objectives and preset of an ``ssl`` step)."""
     if kind in ("forward", "forward_backward"):
         body = pass_case(model_name, batch_size, steps, device, precision, backward=kind == "forward_backward")
+    elif kind == "ssl":
+        body = ssl_case(model_name, batch_size, steps, device, precision, arm, experiment)
     else:
-        body = {"finetune": finetune_case, "ssl": ssl_case}[kind](model_name, batch_size, steps, device, precision)
+        body = finetune_case(model_name, batch_size, steps, device, precision)
     head = {"model": model_name, "kind": kind, "device": device, "precision": precision, "batch_size": batch_size}
     return {**head, **body}
 
@@ -293,9 +324,32 @@ def compare_trees(results: list[dict[str, Any]], trees: list[str]) -> list[dict[
     return rows
 
 
+def _main_arm(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results without the ``ssl`` steps of other arms than TCL + TRL (the comparisons are TCL + TRL's)."""
+    return [r for r in results if r.get("ssl_arm", "tcl_trl") == "tcl_trl"]
+
+
+def compare_arms(results: list[dict[str, Any]]) -> list[dict[str, object]]:
+    """Per (model, batch): each SSL arm's step time and peak memory over TCL + TRL's."""
+    rows = []
+    ssl = [r for r in results if r["kind"] == "ssl"]
+    for model, bs in dict.fromkeys((r["model"], r["batch_size"]) for r in ssl):
+        base = next((r for r in ssl if (r["model"], r["batch_size"], r.get("ssl_arm")) == (model, bs, "tcl_trl")), None)
+        for r in ssl:
+            if (r["model"], r["batch_size"]) != (model, bs):
+                continue
+            row: dict[str, object] = {"model": model, "batch_size": bs, "arm": r.get("ssl_arm", "tcl_trl"),
+                                      "objectives": sorted(r["objectives"]), "step_ms": r["step_ms_median"],
+                                      "peak_rss_mib": r["peak_rss_mib"]}  # fmt: skip
+            if base is not None:
+                row["time_over_tcl_trl"] = round(r["step_ms_median"] / base["step_ms_median"], 3)
+            rows.append(row)
+    return rows
+
+
 def compare(results: list[dict[str, Any]]) -> list[dict[str, object]]:
-    """Per (model, batch): SSL step over fine-tune step, when both were measured."""
-    by_key = {(r["model"], r["batch_size"], r["kind"]): r for r in results}
+    """Per (model, batch): SSL step (TCL + TRL) over fine-tune step, when both were measured."""
+    by_key = {(r["model"], r["batch_size"], r["kind"]): r for r in _main_arm(results)}
     rows = []
     for (model, bs, kind), ssl in by_key.items():
         finetune = by_key.get((model, bs, "finetune"))
@@ -320,7 +374,7 @@ def compare(results: list[dict[str, Any]]) -> list[dict[str, object]]:
 
 def table(results: list[dict[str, Any]]) -> str:
     """A markdown table: one row per (model, batch), both kinds side by side, and their ratio."""
-    by_key = {(r["model"], r["batch_size"], r["kind"]): r for r in results}
+    by_key = {(r["model"], r["batch_size"], r["kind"]): r for r in _main_arm(results)}
     gpu = any("peak_gpu_mib" in r for r in results)
     mem = "peak GPU MiB" if gpu else "peak RSS MiB"
     head = ["model", "batch", "fine-tune ms/scene", "SSL ms/scene", "SSL / fine-tune", "SSL queries/scene"]
@@ -342,16 +396,20 @@ def table(results: list[dict[str, Any]]) -> str:
 
 STEP_WHAT = {
     "finetune": "fwd+bwd+AdamW",
-    "ssl": "EMA+TCL+TRL fwd+bwd+AdamW",
+    "ssl": "EMA+SSL objectives fwd+bwd+AdamW",
     "forward": "eval forward",
     "forward_backward": "fwd+loss+bwd",
 }
 
 
-def run_subprocess(args: argparse.Namespace, model: str, bs: int, kind: str, tree: Path | None) -> dict[str, Any]:
+def run_subprocess(
+    args: argparse.Namespace, model: str, bs: int, kind: str, tree: Path | None, arm: str = "tcl_trl"
+) -> dict[str, Any]:
     """One case in a fresh process (its own peak RSS), importing ``smartpretrain`` from ``tree`` when given."""
     cmd = [sys.executable, __file__, "--model", model, "--kinds", kind, "--steps", str(args.steps),
-           "--device", args.device, "--precision", args.precision, "--case", str(bs)]  # fmt: skip
+           "--device", args.device, "--precision", args.precision, "--case", str(bs), "--ssl-arms", arm]  # fmt: skip
+    if args.ssl_experiment:
+        cmd += ["--ssl-experiment", args.ssl_experiment]
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])
@@ -376,6 +434,10 @@ def main() -> None:
         help="checkouts whose smartpretrain package to time, interleaved (the first is the baseline)",
     )
     parser.add_argument("--repeats", type=int, default=1, help="with --trees: rounds over all trees and cases")
+    parser.add_argument(
+        "--ssl-arms", nargs="+", default=["tcl_trl"], choices=sorted(PRETRAIN_ARMS), help="objective sets of ssl steps"
+    )
+    parser.add_argument("--ssl-experiment", default=None, help="pre-training preset of ssl steps (default: per model)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train.json")
@@ -386,8 +448,9 @@ def main() -> None:
     if not FIXTURE.exists():
         raise SystemExit(f"{FIXTURE} not found: this benchmark needs ../shared beside the repository")
     if args.case is not None:
-        (model,), (kind,) = args.models, args.kinds
-        print(json.dumps(run_case(model, args.case, args.steps, args.device, args.precision, kind)))
+        (model,), (kind,), (arm,) = args.models, args.kinds, args.ssl_arms
+        case = run_case(model, args.case, args.steps, args.device, args.precision, kind, arm, args.ssl_experiment)
+        print(json.dumps(case))
         return
     kinds = [k for k in KINDS if k in args.kinds]
     trees: dict[str, Path | None] = {"this": None}
@@ -403,14 +466,14 @@ def main() -> None:
     for round_index in range(max(args.repeats, 1) if args.trees else 1):
         for model in args.models:
             for bs in args.batch_sizes:
-                for kind in kinds:
+                for kind, arm in [(k, a) for k in kinds for a in (args.ssl_arms if k == "ssl" else ["tcl_trl"])]:
                     for tree, path in trees.items():
-                        result = run_subprocess(args, model, bs, kind, path)
+                        result = run_subprocess(args, model, bs, kind, path, arm)
                         result["tree"], result["round"] = tree, round_index
                         results.append(result)
                         peak = f"peak GPU {result['peak_gpu_mib']} MiB, " if "peak_gpu_mib" in result else ""
                         what = STEP_WHAT[kind]
-                        queries = f", {result['queries_per_scene']} queries/scene" if kind == "ssl" else ""
+                        queries = f", {result['queries_per_scene']} queries/scene, arm {arm}" if kind == "ssl" else ""
                         label = f"[{tree}] " if args.trees else ""
                         print(
                             f"{label}{model} {kind} {args.device} {args.precision} batch {bs}: "
@@ -425,6 +488,8 @@ def main() -> None:
             "device": args.device,
             "precision": args.precision,
             "kinds": kinds,
+            "ssl_arms": args.ssl_arms,
+            "ssl_experiment": args.ssl_experiment,
         },
         "results": results,
     }
@@ -438,6 +503,11 @@ def main() -> None:
         print("\n".join(trees_table(args.out.name, report)))
     else:
         report["comparison"] = compare(results)
+        if len(args.ssl_arms) > 1 and "ssl" in kinds:
+            report["arm_comparison"] = compare_arms(results)
+            from bench_report import arms_table
+
+            print("\n".join(arms_table(args.out.name, report)))
         print(table(results))
     write_report(args.out, report)
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from smartpretrain.data.controls import ControlSpec, kinematic_controls
 from smartpretrain.data.scene import AgentTracks, Scene
 from smartpretrain.data.transforms import SampleAdapter
 
@@ -33,6 +34,7 @@ __all__ = [
     "SSLSample",
     "SSLViewTransform",
     "TemporalViewSampler",
+    "TransitionControls",
     "ViewPair",
     "ViewWindows",
     "crop_scene",
@@ -105,6 +107,45 @@ class ViewPair:
     target_valid: np.ndarray
 
 
+@dataclass
+class TransitionControls:
+    """The kinematic controls of each query over the transition from view A's present to view B's present.
+
+    K = ``start_b - start_a`` transitions: control ``j`` takes the agent from scene step ``t_A + j`` to
+    ``t_A + j + 1``, where ``t_A = start_a + H - 1`` is view A's present, so the last one ends at view B's present
+    (:mod:`smartpretrain.data.controls` defines them).
+
+    Attributes:
+        values: ``[P, K, 2] float32`` longitudinal acceleration (m/s^2) and yaw rate (rad/s); 0 where not valid.
+        valid: ``[P, K] bool`` the control is defined (the transition is observed and plausible).
+        draws: ``[P, K + 2] float32`` uniform numbers in [0, 1) drawn with the views' generator, for objectives
+            that mask at random (column 0: observation A, 1: observation B, 2 + j: control j). Drawn here, per
+            scene, rather than in the objective: the scene's seeded generator makes the masks the same whatever
+            the rank or worker that loads the scene (DDP-exact) and after a resume.
+    """
+
+    values: np.ndarray
+    valid: np.ndarray
+    draws: np.ndarray
+
+
+def transition_controls(
+    scene: Scene, query: np.ndarray, windows: ViewWindows, spec: ControlSpec, rng: np.random.Generator | None
+) -> TransitionControls:
+    """The controls of agents ``query`` from view A's present to view B's present (see
+    :class:`TransitionControls`); ``rng`` None draws from numpy's global generator (seeded per scene)."""
+    values, valid = kinematic_controls(scene.agents, scene.dt, spec)
+    first = windows.start_a + windows.length - 1
+    steps = np.arange(first, windows.start_b + windows.length - 1)
+    shape = (len(query), len(steps) + 2)
+    draws = rng.random(shape) if rng is not None else np.random.random_sample(shape)
+    return TransitionControls(
+        values=values[query][:, steps].astype(np.float32),
+        valid=valid[query][:, steps],
+        draws=draws.astype(np.float32),
+    )
+
+
 class TemporalViewSampler:
     """Cut two non-overlapping windows of ``window`` steps from a scene (see the module docstring).
 
@@ -125,6 +166,11 @@ class TemporalViewSampler:
     def __repr__(self) -> str:
         return f"TemporalViewSampler(window={self.window}, deterministic={self.deterministic}, seed={self.seed})"
 
+    def generator(self, key: str, stream: int = 0) -> np.random.Generator:
+        """The deterministic mode's generator of scene ``key`` (stream 0: the windows; others: further draws)."""
+        words = [self.seed, zlib.crc32(key.encode())] + ([stream] if stream else [])
+        return np.random.default_rng(words)
+
     def max_start(self, num_steps: int) -> int:
         """The largest possible ``s_A`` (``T - 2H``)."""
         return num_steps - 2 * self.window
@@ -136,7 +182,7 @@ class TemporalViewSampler:
                 f"scene {key!r} has {num_steps} steps, fewer than two windows of {h}; lower the view window"
             )
         if self.deterministic:
-            rng = np.random.default_rng([self.seed, zlib.crc32(key.encode())])
+            rng = self.generator(key)
             start_a = int(rng.integers(0, num_steps - 2 * h + 1))
             start_b = int(rng.integers(start_a + h, num_steps - h + 1))
         else:  # numpy's global generator, which SceneDataset seeds per scene and epoch (data.batching.SampleKey)
@@ -186,6 +232,7 @@ class SSLSample:
     dataset: str
     window: int = 0
     full: Any = None
+    controls: TransitionControls | None = None
 
 
 @dataclass
@@ -202,6 +249,9 @@ class SSLBatch:
         datasets: the source (dataset or mixture component name) of each scene.
         full: the whole scenes at their own current step through the adapter (for objectives that need the
             forecasting format, e.g. masked auto-encoding), or None.
+        controls, control_valid, control_draws: the queries' :class:`TransitionControls`, concatenated over
+            scenes and padded to the longest transition of the batch (``[P, K, 2]``, ``[P, K]``, ``[P, K + 2]``;
+            padding is not valid), or None when no objective reads them.
     """
 
     view_a: Any
@@ -217,6 +267,9 @@ class SSLBatch:
     datasets: list[str]
     window: Tensor | None = None
     full: Any = None
+    controls: Tensor | None = None
+    control_valid: Tensor | None = None
+    control_draws: Tensor | None = None
 
     @property
     def num_scenes(self) -> int:
@@ -229,7 +282,8 @@ class SSLBatch:
 
 
 _TENSOR_FIELDS = (
-    "start_a", "start_b", "query_scene", "query_agent", "full_b", "target", "target_valid", "window",
+    "start_a", "start_b", "query_scene", "query_agent", "full_b", "target", "target_valid", "window", "controls",
+    "control_valid", "control_draws",
 )  # fmt: skip
 
 
@@ -238,22 +292,33 @@ class SSLViewTransform:
 
     Picklable (DataLoader workers); ``collate`` batches the samples with the adapter's own collate. ``source``
     names where the scenes come from in logs (default: the scene's dataset), e.g. a mixture component.
-    ``with_full`` also passes the whole scene (at its own current step) through the adapter.
+    ``with_full`` also passes the whole scene (at its own current step) through the adapter; ``controls`` (a
+    :class:`~smartpretrain.data.controls.ControlSpec`) also derives the queries' :class:`TransitionControls`.
     """
 
     def __init__(
-        self, sampler: TemporalViewSampler, adapter: SampleAdapter, source: str | None = None, with_full: bool = False
+        self,
+        sampler: TemporalViewSampler,
+        adapter: SampleAdapter,
+        source: str | None = None,
+        with_full: bool = False,
+        controls: ControlSpec | None = None,
     ) -> None:
         self.sampler = sampler
         self.adapter = adapter
         self.source = source
         self.with_full = bool(with_full)
+        self.controls = controls
 
     def __repr__(self) -> str:
         return f"SSLViewTransform({self.sampler!r}, {self.adapter!r}, source={self.source!r})"
 
     def __call__(self, scene: Scene) -> SSLSample:
         pair = self.sampler(scene)
+        controls = None
+        if self.controls is not None:  # after the windows: the views' random stream is the same with or without
+            rng = self.sampler.generator(scene.scenario_id, stream=1) if self.sampler.deterministic else None
+            controls = transition_controls(scene, pair.query_agent, pair.windows, self.controls, rng)
         return SSLSample(
             view_a=self.adapter(pair.view_a),
             view_b=self.adapter(pair.view_b),
@@ -267,6 +332,7 @@ class SSLViewTransform:
             dataset=self.source or str(scene.dataset),
             window=pair.windows.length,
             full=self.adapter(scene) if self.with_full else None,
+            controls=controls,
         )
 
     def collate(self, samples: Sequence[SSLSample]) -> SSLBatch:
@@ -287,6 +353,23 @@ def collate_ssl(samples: Sequence[SSLSample], collate_view: Callable[[list[Any]]
         out[:, : x.shape[1]] = x
         return out
 
+    controls: dict[str, Tensor | None] = {"controls": None, "control_valid": None, "control_draws": None}
+    if samples[0].controls is not None:
+        steps = max(s.controls.values.shape[1] for s in samples if s.controls is not None)
+
+        def pad_steps(x: np.ndarray, width: int) -> Tensor:  # [P, k, ...] -> [P, width, ...], zeros after k
+            out = np.zeros((x.shape[0], width, *x.shape[2:]), x.dtype)
+            out[:, : x.shape[1]] = x
+            return torch.from_numpy(out)
+
+        parts = [s.controls for s in samples]
+        if any(c is None for c in parts):
+            raise ValueError("cannot collate SSL samples with and without transition controls")
+        controls = {
+            "controls": torch.cat([pad_steps(c.values, steps) for c in parts]),
+            "control_valid": torch.cat([pad_steps(c.valid, steps) for c in parts]),
+            "control_draws": torch.cat([pad_steps(c.draws, steps + 2) for c in parts]),
+        }
     return SSLBatch(
         view_a=collate_view([s.view_a for s in samples]),
         view_b=collate_view([s.view_b for s in samples]),
@@ -301,4 +384,5 @@ def collate_ssl(samples: Sequence[SSLSample], collate_view: Callable[[list[Any]]
         datasets=[s.dataset for s in samples],
         window=torch.tensor([s.window or s.target.shape[1] for s in samples], dtype=torch.long),
         full=collate_view([s.full for s in samples]) if samples[0].full is not None else None,
+        **controls,
     )

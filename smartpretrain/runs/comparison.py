@@ -23,17 +23,28 @@ TABLE_METRICS: tuple[str, ...] = ("minADE_6", "minFDE_6", "MR_6", "brier-minFDE_
 #: the metrics the study aggregates
 STUDY_METRICS: tuple[str, ...] = ("minADE_6", "minFDE_6", "MR_6", "brier-minFDE_6")
 
+_NO_TCL_TRL = ["ssl.objectives.tcl.weight=0", "ssl.objectives.trl.weight=0"]
+_CONTROL_TERMS = ("forward_dynamics", "inverse_dynamics", "masked_hindsight")
+_CONTROL = [f"ssl.objectives.{name}.weight=1" for name in _CONTROL_TERMS]
+
 #: study arm -> (pre-training overrides, branch to transfer); ``scratch`` has no pre-training. SmartPretrain arms
-#: transfer the momentum branch (the release), MAE the online weights (the reference has no momentum branch)
+#: transfer the momentum branch (the release), MAE the online weights (the reference has no momentum branch); the
+#: control-centric arms (their targets are momentum latents, as TCL's keys) the momentum branch
 PRETRAIN_ARMS: dict[str, tuple[list[str], str]] = {
     "tcl": (["ssl.objectives.trl.weight=0"], "momentum"),
     "trl": (["ssl.objectives.tcl.weight=0"], "momentum"),
     "tcl_trl": ([], "momentum"),
-    "mae": (["ssl.objectives.mae.weight=1", "ssl.objectives.tcl.weight=0", "ssl.objectives.trl.weight=0"], "online"),
+    "mae": (["ssl.objectives.mae.weight=1", *_NO_TCL_TRL], "online"),
     "all": (["ssl.objectives.mae.weight=1"], "momentum"),
+    "control": ([*_NO_TCL_TRL, *_CONTROL], "momentum"),
+    "fd": ([*_NO_TCL_TRL, "ssl.objectives.forward_dynamics.weight=1"], "momentum"),
+    "id": ([*_NO_TCL_TRL, "ssl.objectives.inverse_dynamics.weight=1"], "momentum"),
+    "mhc": ([*_NO_TCL_TRL, "ssl.objectives.masked_hindsight.weight=1"], "momentum"),
+    "tcl_trl_control": (list(_CONTROL), "momentum"),
 }
 ARM_LABELS = {"scratch": "scratch", "tcl": "TCL", "trl": "TRL", "tcl_trl": "TCL + TRL", "mae": "MAE",
-              "all": "TCL + TRL + MAE"}  # fmt: skip
+              "all": "TCL + TRL + MAE", "control": "control (FD + ID + MHC)", "fd": "FD", "id": "ID",
+              "mhc": "MHC", "tcl_trl_control": "TCL + TRL + control"}  # fmt: skip
 
 
 def side_by_side(results: dict[str, dict[str, float]], metrics: tuple[str, ...] = TABLE_METRICS) -> str:

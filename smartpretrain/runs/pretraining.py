@@ -16,6 +16,7 @@ the task and the data module.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from smartpretrain.backbones.base import Backbone
 from smartpretrain.data.agent_cap import AgentCap
 from smartpretrain.data.cache import CacheError
+from smartpretrain.data.controls import ControlSpec
 from smartpretrain.data.datamodule import Chain, SceneDataModule
 from smartpretrain.data.sources import DataSource, RunSources, is_mixture, mixture_spec
 from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
@@ -50,6 +52,7 @@ __all__ = [
     "build_pretrain_backbone",
     "build_task",
     "check_pretrain_config",
+    "control_spec",
     "run",
 ]
 
@@ -127,17 +130,34 @@ def build_task(cfg: DictConfig, sources: RunSources | None = None) -> PretrainTa
     )
 
 
+def control_spec(cfg: DictConfig) -> ControlSpec:
+    """How the transition controls are derived: ``cfg.ssl.controls`` (defaults where absent)."""
+    values = OmegaConf.to_container(cfg.ssl.get("controls") or OmegaConf.create({}), resolve=True)
+    unknown = set(values) - {f.name for f in fields(ControlSpec)}
+    if unknown:
+        raise RunConfigError(f"ssl.controls: unknown option(s) {sorted(unknown)}")
+    try:
+        return ControlSpec(**values)
+    except ValueError as exc:
+        raise RunConfigError(str(exc)) from exc
+
+
 def build_datamodule(
-    cfg: DictConfig, backbone: Backbone, with_full: bool = False, sources: RunSources | None = None
+    cfg: DictConfig,
+    backbone: Backbone,
+    with_full: bool = False,
+    sources: RunSources | None = None,
+    with_controls: bool = False,
 ) -> SceneDataModule:
     """Views per source (each dataset of a mixture with its own view length), one adapter, mixture sampling;
-    ``with_full`` also adapts the whole scenes (objectives that need whole scenes). ``sources``: read from ``cfg``
-    when not given."""
+    ``with_full`` also adapts the whole scenes (objectives that need whole scenes), ``with_controls`` derives the
+    queries' transition controls (``ssl.controls``). ``sources``: read from ``cfg`` when not given."""
     sources = sources or _sources(cfg)
     adapter = backbone.make_adapter()
     window = int(cfg.ssl.window)
     seed = int(cfg.seed)
     mixed = is_mixture(cfg)
+    controls = control_spec(cfg) if with_controls else None
 
     def transforms(split: tuple[DataSource, ...], deterministic: bool) -> tuple[list[Path], list[SSLViewTransform]]:
         too_long = [s.name for s in split if mixed and s.view_window > window]
@@ -149,6 +169,7 @@ def build_datamodule(
                 adapter,
                 source=s.name if mixed else None,
                 with_full=with_full,
+                controls=controls,
             )
             for s in split
         ]
@@ -180,6 +201,7 @@ def check_pretrain_config(cfg: DictConfig) -> RunSources:
     check_range("num_workers", cfg.num_workers, 0, integer=True)
     check_range("max_epochs", cfg.max_epochs, 1)
     check_range("ssl.window", cfg.ssl.window, 2, integer=True)
+    control_spec(cfg)  # a bad ssl.controls fails here, not in a worker
     names = [str(n) for n, spec in (cfg.ssl.objectives or {}).items() if spec is not None]
     check_monitor(cfg.monitor, pretrain_monitors(names))
     check_batching_and_checkpoints(cfg)
@@ -203,7 +225,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     save_run_config(cfg, out_dir)
     task = build_task(cfg, sources)
     try:
-        datamodule = build_datamodule(cfg, task.backbone, with_full=task.needs.full_scene, sources=sources)
+        datamodule = build_datamodule(
+            cfg, task.backbone, with_full=task.needs.full_scene, sources=sources, with_controls=task.needs.controls
+        )
         datamodule.setup("fit")
     except ValueError as exc:
         raise RunConfigError(str(exc)) from exc

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
@@ -93,6 +94,8 @@ class ObjectiveNeeds:
             (:class:`Scenes`: the batch and the online backbone); the data module then adapts the whole scenes too.
         backbone_at_init: the objective is constructed with ``backbone=`` (to size its heads, or to build
             backbone-specific tokenizers).
+        controls: the objective reads the queries' kinematic controls over the transition from view A's present
+            to view B's present (:attr:`Queries.controls`); the data module then derives them.
     """
 
     encodes: frozenset[Encoding] = frozenset()
@@ -100,6 +103,7 @@ class ObjectiveNeeds:
     partial_queries: bool = False
     full_scene: bool = False
     backbone_at_init: bool = False
+    controls: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "encodes", frozenset(self.encodes))  # accept any iterable of pairs
@@ -111,6 +115,8 @@ class ObjectiveNeeds:
             raise ValueError("partial_queries needs encoded views (the queries are agents of the views)")
         if not self.encodes and not self.full_scene:
             raise ValueError("an objective must read encoded views, the whole scenes, or both")
+        if self.controls and not self.encodes:
+            raise ValueError("controls needs encoded views (they are the controls of the views' queries)")
 
     @property
     def encodes_views(self) -> bool:
@@ -131,7 +137,43 @@ class ObjectiveNeeds:
             partial_queries=any(n.partial_queries for n in needs),
             full_scene=any(n.full_scene for n in needs),
             backbone_at_init=any(n.backbone_at_init for n in needs),
+            controls=any(n.controls for n in needs),
         )
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The queries' kinematic controls from view A's present ``t_A`` to view B's present ``t_B``.
+
+    Control ``j`` takes the query from scene step ``t_A + j`` to ``t_A + j + 1``; a query has ``length =
+    t_B - t_A = start_b - start_a`` of them (the data's
+    :class:`~smartpretrain.data.views.TransitionControls`, defined in :mod:`smartpretrain.data.controls`).
+    K is the longest transition of the batch.
+
+    Attributes:
+        values: ``[P, K, 2]`` longitudinal acceleration (m/s^2) and yaw rate (rad/s); 0 where not valid.
+        valid: ``[P, K] bool`` the control is defined (never after the query's ``length``).
+        length: ``[P] long`` the query's number of transitions.
+        draws: ``[P, K + 2]`` uniform numbers in [0, 1) from the scene's seeded generator, for random masks
+            (column 0: observation A, 1: observation B, ``2 + j``: control j).
+    """
+
+    values: Tensor
+    valid: Tensor
+    length: Tensor
+    draws: Tensor
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.values.size(1))
+
+    def inside(self) -> Tensor:
+        """``[P, K] bool``: control ``j`` is one of the query's transitions (``j < length``)."""
+        steps = torch.arange(self.max_steps, device=self.length.device)
+        return steps[None, :] < self.length[:, None]
+
+    def rows(self, mask: Tensor) -> Controls:
+        return Controls(self.values[mask], self.valid[mask], self.length[mask], self.draws[mask])
 
 
 @dataclass(frozen=True)
@@ -149,6 +191,7 @@ class Queries:
         target: ``[P, H, 2]`` window-B positions in the query's frame at the last step of window A.
         target_valid: ``[P, H] bool`` observed target steps (False after a shorter query's own window).
         query_window: ``[P] long`` each query's view length when a batch mixes lengths (None: all ``window``).
+        controls: the queries' :class:`Controls`, when the objective declares ``controls`` (else None).
     """
 
     full_b: Tensor
@@ -158,6 +201,7 @@ class Queries:
     target: Tensor
     target_valid: Tensor
     query_window: Tensor | None = None
+    controls: Controls | None = None
 
     @property
     def num_queries(self) -> int:
@@ -179,6 +223,7 @@ class Queries:
             target=self.target[mask],
             target_valid=self.target_valid[mask],
             query_window=None if self.query_window is None else self.query_window[mask],
+            controls=None if self.controls is None else self.controls.rows(mask),
         )
 
 
@@ -225,6 +270,8 @@ class SSLInputs:
             raise ValueError("SSLInputs hold queries exactly when the needs declare encoded views")
         if (self.scenes is not None) != self.needs.full_scene:
             raise ValueError("SSLInputs hold the whole scenes exactly when the needs declare full_scene")
+        if self.queries is not None and (self.queries.controls is not None) != self.needs.controls:
+            raise ValueError("SSLInputs' queries hold controls exactly when the needs declare controls")
         dims = 3 if self.needs.form is Form.STEPS else 2
         for encoding, tensor in self.encodings.items():
             if tensor.dim() != dims or (self.queries is not None and tensor.size(0) != self.queries.num_queries):
@@ -247,10 +294,13 @@ class SSLInputs:
         ones; the last query step for :attr:`Form.VECTOR`; the scenes only when declared.
         """
         missing = needs.encodes - set(self.encodings)
-        if missing or (needs.full_scene and self.scenes is None):
-            lacking = sorted(map(str, missing)) or "the whole scenes"
+        no_controls = needs.controls and (self.queries is None or self.queries.controls is None)
+        if missing or (needs.full_scene and self.scenes is None) or no_controls:
+            lacking = sorted(map(str, missing)) or ("the whole scenes" if needs.full_scene else "the controls")
             raise ValueError(f"the inputs lack {lacking}, which the needs declare")
         queries = self.queries if needs.encodes_views else None
+        if queries is not None and not needs.controls and queries.controls is not None:
+            queries = replace(queries, controls=None)
         encodings = {which: self.encodings[which] for which in needs.encodes}
         rows = None
         if queries is not None and self.needs.partial_queries and not needs.partial_queries:
@@ -306,6 +356,7 @@ __all__ = [
     "ONLINE_A",
     "ONLINE_B",
     "Branch",
+    "Controls",
     "Encoding",
     "Form",
     "ObjectiveNeeds",

@@ -32,6 +32,7 @@ from smartpretrain.ssl.objective import (
     ONLINE_A,
     ONLINE_B,
     Branch,
+    Controls,
     Encoding,
     ObjectiveNeeds,
     ObjectiveOutput,
@@ -126,8 +127,8 @@ class PretrainTask(pl.LightningModule):
     What runs is derived once, at construction, from the union of the objectives' declared needs
     (:attr:`needs`, :class:`~smartpretrain.ssl.objective.ObjectiveNeeds`): which views each branch encodes
     (none without encoded views: the momentum branch only when an objective reads it), whether queries partially
-    observed in window B enter, whether the data must carry the whole scenes. Each objective then receives
-    exactly what it declared.
+    observed in window B enter, whether the data must carry the whole scenes or the queries' transition
+    controls. Each objective then receives exactly what it declared.
 
     Args:
         backbone: the model to pre-train (for QCNet: ``num_modes=1``, ``propose_stack_only=True``, as the release).
@@ -275,6 +276,16 @@ class PretrainTask(pl.LightningModule):
         query_window = None
         if batch.window is not None and bool((batch.window != self.window).any()):
             query_window = batch.window[scene]
+        controls = None
+        if self.needs.controls:
+            if batch.controls is None or batch.control_valid is None or batch.control_draws is None:
+                raise ValueError("an objective reads the transition controls: build the views with controls=")
+            controls = Controls(
+                values=batch.controls[keep],
+                valid=batch.control_valid[keep],
+                length=(batch.start_b - batch.start_a)[scene],
+                draws=batch.control_draws[keep],
+            )
         queries = Queries(
             full_b=kept_full_b,
             start_a=batch.start_a[scene],
@@ -283,6 +294,7 @@ class PretrainTask(pl.LightningModule):
             target=target,
             target_valid=target_valid,
             query_window=query_window,
+            controls=controls,
         )
         z_a = projected[ONLINE_A]
         return _Collected(

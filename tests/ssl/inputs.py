@@ -14,7 +14,9 @@ from smartpretrain.backbones.base import AgentEmbeddings
 from smartpretrain.data.views import SSLBatch
 from smartpretrain.ssl.objective import (
     ONLINE_A,
+    Controls,
     Encoding,
+    Form,
     ObjectiveNeeds,
     ObjectiveOutput,
     Queries,
@@ -33,11 +35,15 @@ def query_inputs(
     target: Tensor,
     target_valid: Tensor,
     query_window: Tensor | None = None,
+    controls: Controls | None = None,
+    form: Form = Form.STEPS,
 ) -> SSLInputs:
-    """Inputs holding the encodings that are not None (``[P, Q, C]`` each) and these queries; rows not full in
-    window B make them inputs with partial queries."""
+    """Inputs holding the encodings that are not None (``[P, Q, C]`` each, ``[P, C]`` with ``form=VECTOR``) and
+    these queries; rows not full in window B make them inputs with partial queries."""
     present = {which: tensor for which, tensor in encodings.items() if tensor is not None}
-    needs = ObjectiveNeeds(encodes=frozenset(present), partial_queries=not bool(full_b.all()))
+    needs = ObjectiveNeeds(
+        encodes=frozenset(present), form=form, partial_queries=not bool(full_b.all()), controls=controls is not None
+    )
     queries = Queries(
         full_b=full_b,
         start_a=start_a,
@@ -46,6 +52,7 @@ def query_inputs(
         target=target,
         target_valid=target_valid,
         query_window=query_window,
+        controls=controls,
     )
     return SSLInputs(needs, present, queries)
 
@@ -83,9 +90,10 @@ class FakeBackbone(nn.Module):
         return AgentEmbeddings(encoding[scene, agent], scene, agent)
 
 
-def fake_batch(full: Any = None, seed: int = 0) -> SSLBatch:
+def fake_batch(full: Any = None, seed: int = 0, controls: bool = False) -> SSLBatch:
     """2 scenes x 4 agents, window 5. Queries (scene, agent): (0, 0) (0, 1) (0, 2) (1, 0) (1, 3); (0, 1) is
-    partial in window B, (1, 3) is not embedded in view B."""
+    partial in window B, (1, 3) is not embedded in view B. ``controls``: with transition controls (scene 0: 5
+    transitions, scene 1: 6; one unobserved control)."""
     g = torch.Generator().manual_seed(seed)
     s, n, h = 2, 4, 5
     live_b = torch.ones(s, n, dtype=torch.bool)
@@ -93,11 +101,24 @@ def fake_batch(full: Any = None, seed: int = 0) -> SSLBatch:
     query_scene, query_agent = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([0, 1, 2, 0, 3])
     target_valid = torch.ones(5, h, dtype=torch.bool)
     target_valid[1, 2:] = False
+    start_a, start_b = torch.tensor([0, 1]), torch.tensor([5, 7])
+    transitions: dict[str, Tensor] = {}
+    if controls:
+        k = int((start_b - start_a).max())
+        inside = torch.arange(k)[None] < (start_b - start_a)[query_scene][:, None]
+        valid = inside.clone()
+        valid[3, 2] = False
+        values = torch.randn(5, k, 2, generator=g) * torch.tensor([1.0, 0.2])
+        transitions = {
+            "controls": torch.where(valid[..., None], values, torch.zeros_like(values)),
+            "control_valid": valid,
+            "control_draws": torch.rand(5, k + 2, generator=g),
+        }
     return SSLBatch(
         view_a=FakeView("a", torch.randn(s, n, FEATURES, generator=g), torch.ones(s, n, dtype=torch.bool)),
         view_b=FakeView("b", torch.randn(s, n, FEATURES, generator=g), live_b),
-        start_a=torch.tensor([0, 1]),
-        start_b=torch.tensor([5, 7]),
+        start_a=start_a,
+        start_b=start_b,
         query_scene=query_scene,
         query_agent=query_agent,
         full_b=target_valid.all(dim=1),
@@ -106,6 +127,7 @@ def fake_batch(full: Any = None, seed: int = 0) -> SSLBatch:
         scenario_ids=["s0", "s1"],
         datasets=["synthetic", "synthetic"],
         full=full,
+        **transitions,
     )
 
 

@@ -12,6 +12,9 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
+import smartpretrain.ssl.forward_dynamics
+import smartpretrain.ssl.hindsight
+import smartpretrain.ssl.inverse_dynamics
 import smartpretrain.ssl.mae
 import smartpretrain.ssl.tcl
 import smartpretrain.ssl.trl
@@ -19,6 +22,7 @@ from smartpretrain.ssl.objective import (
     MOMENTUM_B,
     ONLINE_A,
     Branch,
+    Controls,
     Encoding,
     Form,
     ObjectiveNeeds,
@@ -33,7 +37,10 @@ from tests.conftest import REPO
 from tests.ssl.inputs import FakeBackbone, fake_batch
 
 DOC = REPO / "docs" / "ssl.md"
-SHIPPED_MODULES = (smartpretrain.ssl.tcl, smartpretrain.ssl.trl, smartpretrain.ssl.mae)
+SHIPPED_MODULES = (
+    smartpretrain.ssl.tcl, smartpretrain.ssl.trl, smartpretrain.ssl.mae, smartpretrain.ssl.forward_dynamics,
+    smartpretrain.ssl.inverse_dynamics, smartpretrain.ssl.hindsight,
+)  # fmt: skip
 REMOVED_FLAGS = (
     "needs_momentum_keys", "needs_online_view_b", "uses_partial_queries", "needs_full_scene", "uses_views",
     "needs_backbone_at_init",
@@ -94,7 +101,7 @@ def test_the_needs_fields_are_those_of_the_doc() -> None:
 
 def test_the_inputs_fields_are_those_of_the_doc() -> None:
     tables = _tables(_section("What it receives: `SSLInputs`"))
-    assert [_doc_fields(t) for t in tables] == [_code_fields(c) for c in (SSLInputs, Queries, Scenes)]
+    assert [_doc_fields(t) for t in tables] == [_code_fields(c) for c in (SSLInputs, Queries, Controls, Scenes)]
 
 
 def _needs_of_row(row: dict[str, str]) -> ObjectiveNeeds:
@@ -113,6 +120,7 @@ def _needs_of_row(row: dict[str, str]) -> ObjectiveNeeds:
         partial_queries=flag(row["partial_queries"]),
         full_scene=flag(row["full_scene"]),
         backbone_at_init=flag(row["backbone_at_init"]),
+        controls=flag(row["controls"]),
     )
 
 
@@ -132,7 +140,7 @@ def _shipped_rows() -> list[tuple[type, dict[str, object], ObjectiveNeeds]]:
 
 def test_the_declared_needs_of_the_shipped_objectives_are_those_of_the_doc() -> None:
     rows = _shipped_rows()
-    assert len(rows) == 5
+    assert len(rows) == 10
     for cls, kwargs, needs in rows:
         if kwargs:  # arguments that change the needs: the instance's declaration
             assert cls(**kwargs).declared_needs() == needs, (cls.__name__, kwargs)

@@ -12,7 +12,10 @@ batch:
 * level 1: a linear "backbone" + projector + TCL + TRL on hand-made per-query tensors (ranks hold 5 and 3
   queries; 5 and 3 with no valid query on rank 1; 6 and 0);
 * level 2: the full ``PretrainTask.losses`` path with a tiny QCNet on synthetic 50-step scenes (2 scenes per rank;
-  and a batch where rank 1 has no query observed over window B), in float64 (level 1 is float32).
+  and a batch where rank 1 has no query observed over window B), in float64 (level 1 is float32);
+* the control-centric terms (forward / inverse dynamics, masked hindsight control): on hand-made vectors and controls
+  (ranks hold 5 and 3 queries; 6 and 0), and with TCL + TRL in the level-2 path, the controls derived from the
+  scenes (their hindsight masks come from the data's per-scene draws, so they are the same on either side).
 
 Tolerance 1e-5 (atol and rtol). Both levels use DDP without ``find_unused_parameters``: every parameter must get a
 gradient on every rank, the one without queries included, or the step would not complete.
@@ -37,9 +40,12 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from smartpretrain.ssl.distributed import gather_rows
+from smartpretrain.ssl.forward_dynamics import ForwardDynamicsLoss
 from smartpretrain.ssl.heads import ProjectionMLP
+from smartpretrain.ssl.hindsight import MaskedHindsightControlLoss
+from smartpretrain.ssl.inverse_dynamics import InverseDynamicsLoss
 from smartpretrain.ssl.momentum import make_momentum_copy
-from smartpretrain.ssl.objective import MOMENTUM_A, MOMENTUM_B, ONLINE_A
+from smartpretrain.ssl.objective import MOMENTUM_A, MOMENTUM_B, ONLINE_A, Controls, Form
 from smartpretrain.ssl.tcl import TrajectoryContrastiveLoss
 from smartpretrain.ssl.trl import TrajectoryReconstructionLoss
 from tests.ssl.inputs import query_inputs
@@ -164,6 +170,82 @@ def run_level1(case: str, rank: int, world: int) -> dict[str, Any]:
     return out
 
 
+# --- the control-centric terms on hand-made vectors and controls ---------------------------------------------
+CONTROL_TERMS = ("forward_dynamics", "inverse_dynamics", "masked_hindsight")
+#: case -> queries per rank (all full in window B, as the task hands them to these objectives)
+CONTROL_CASES: dict[str, tuple[int, ...]] = {"mixed": (5, 3), "rank1_empty": (6, 0)}
+K_CONTROLS = 9
+
+
+def _control_data(case: str) -> dict[str, Tensor]:
+    p = sum(CONTROL_CASES[case])
+    g = torch.Generator().manual_seed(13)
+    length = torch.randint(4, K_CONTROLS + 1, (p,), generator=g)
+    valid = (torch.arange(K_CONTROLS)[None] < length[:, None]) & (torch.rand(p, K_CONTROLS, generator=g) > 0.2)
+    values = torch.randn(p, K_CONTROLS, 2, generator=g) * torch.tensor([1.5, 0.3])
+    return {
+        "x_a": torch.randn(p, D_IN, generator=g),
+        "x_b": torch.randn(p, D_IN, generator=g),
+        "values": torch.where(valid[..., None], values, torch.zeros_like(values)),
+        "valid": valid,
+        "length": length,
+        "draws": torch.rand(p, K_CONTROLS + 2, generator=g),
+    }
+
+
+class _ControlModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.branch = nn.Sequential(nn.Linear(D_IN, D_IN), ProjectionMLP(D_IN, PROJ_HIDDEN, PROJ_DIM))
+        self.objectives = nn.ModuleDict(
+            {
+                "forward_dynamics": ForwardDynamicsLoss(dim=PROJ_DIM, hidden_dim=PROJ_HIDDEN, control_dim=8),
+                "inverse_dynamics": InverseDynamicsLoss(dim=PROJ_DIM, hidden_dim=PROJ_HIDDEN, max_steps=16),
+                "masked_hindsight": MaskedHindsightControlLoss(dim=PROJ_DIM, model_dim=8, num_heads=2, max_steps=16),
+            }
+        )
+
+    def forward(self, data: dict[str, Tensor], key_b: Tensor) -> dict[str, Tensor]:
+        p = data["x_a"].size(0)
+        controls = Controls(data["values"], data["valid"], data["length"], data["draws"])
+        inputs = query_inputs(
+            {ONLINE_A: self.branch(data["x_a"]), MOMENTUM_B: key_b},
+            full_b=torch.ones(p, dtype=torch.bool),
+            start_a=torch.zeros(p, dtype=torch.long),
+            start_b=data["length"],
+            window=H1,
+            target=torch.zeros(p, H1, 2),
+            target_valid=torch.ones(p, H1, dtype=torch.bool),
+            controls=controls,
+            form=Form.VECTOR,
+        )
+        out = {name: objective(inputs) for name, objective in self.objectives.items()}
+        out["loss"] = sum(out.values())
+        return out
+
+
+def run_control(case: str, rank: int, world: int) -> dict[str, Any]:
+    """One step of the three control-centric terms on this rank's queries (all of them when ``world == 1``)."""
+    data = _control_data(case)
+    if world > 1:
+        sizes = CONTROL_CASES[case]
+        lo = sum(sizes[:rank])
+        data = {k: v[lo : lo + sizes[rank]] for k, v in data.items()}
+    torch.manual_seed(0)
+    model = _ControlModel()
+    momentum = make_momentum_copy(model.branch)
+    with torch.no_grad():
+        key_b = momentum(data["x_b"])
+    net: nn.Module = DistributedDataParallel(model) if world > 1 else model
+    out = net(data, key_b)
+    out["loss"].backward()
+    return {
+        **{name: value.detach() for name, value in out.items()},
+        "grads": _grads(model),
+        "buffers": {**_buffers(model, "online."), **_buffers(momentum, "momentum.")},
+    }
+
+
 # --- level 2: PretrainTask.losses with a tiny QCNet ------------------------------------------------------------
 NUM_STEPS, WINDOW, NUM_AGENTS = 50, 20, 5
 #: case -> per scene of the global batch: (agents with a gap in window B, agents with a gap in window A)
@@ -228,14 +310,15 @@ class _TaskLosses(nn.Module):
         super().__init__()
         self.task = task
 
-    def forward(self, batch: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        out = self.task.losses(batch)
-        return out["loss"], out["tcl"], out["trl"], out["num_queries"]
+    def forward(self, batch: Any) -> dict[str, Tensor]:
+        return self.task.losses(batch)
 
 
-def run_level2(case: str, rank: int, world: int) -> dict[str, Any]:
-    """One training step of ``PretrainTask.losses`` on this rank's scenes (all of them when ``world == 1``)."""
+def run_level2(case: str, rank: int, world: int, control: bool = False) -> dict[str, Any]:
+    """One training step of ``PretrainTask.losses`` on this rank's scenes (all of them when ``world == 1``);
+    ``control`` adds the three control-centric terms to TCL + TRL."""
     from smartpretrain.backbones.qcnet import QCNet
+    from smartpretrain.data.controls import ControlSpec
     from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
     from smartpretrain.tasks.pretrain import PretrainTask
 
@@ -249,8 +332,16 @@ def run_level2(case: str, rank: int, world: int) -> dict[str, Any]:
         "tcl": TrajectoryContrastiveLoss(dim=16, hidden_dim=32),
         "trl": TrajectoryReconstructionLoss(dim=16, hidden_dim=32, window=WINDOW),
     }
+    if control:
+        objectives["forward_dynamics"] = ForwardDynamicsLoss(dim=16, hidden_dim=32, control_dim=8)
+        objectives["inverse_dynamics"] = InverseDynamicsLoss(dim=16, hidden_dim=32, max_steps=64)
+        objectives["masked_hindsight"] = MaskedHindsightControlLoss(dim=16, model_dim=8, num_heads=2, max_steps=64)
     task = PretrainTask(backbone, objectives, window=WINDOW, proj_hidden_dim=32, proj_dim=16).train().double()
-    transform = SSLViewTransform(TemporalViewSampler(WINDOW, deterministic=True), backbone.make_adapter())
+    transform = SSLViewTransform(
+        TemporalViewSampler(WINDOW, deterministic=True),
+        backbone.make_adapter(),
+        controls=ControlSpec() if control else None,
+    )
     specs = LEVEL2_CASES[case]
     scenes = [_scene(f"{case}-{i}", seed=i, b_gaps=b, a_gaps=a) for i, (b, a) in enumerate(specs)]
     per_rank = len(scenes) // world
@@ -258,16 +349,15 @@ def run_level2(case: str, rank: int, world: int) -> dict[str, Any]:
     for view in (batch.view_a, batch.view_b):  # float64: QCNet's float32 noise is ~1e-5 on gradients of ~5
         view.apply(lambda t: t.double() if t.is_floating_point() else t)
     batch.target = batch.target.double()
+    if batch.controls is not None:
+        batch.controls = batch.controls.double()
     wrapper = _TaskLosses(task)
     net: nn.Module = DistributedDataParallel(wrapper) if world > 1 else wrapper
-    loss, tcl, trl, num_queries = net(batch)
-    loss.backward()
+    out = net(batch)
+    out["loss"].backward()
     trainable = nn.ModuleDict({"branch": task.branch, "objectives": task.objectives})
     return {
-        "loss": loss.detach(),
-        "tcl": tcl.detach(),
-        "trl": trl.detach(),
-        "num_queries": num_queries.detach(),
+        **{name: value.detach() for name, value in out.items()},
         "grads": _grads(trainable),
         "buffers": _buffers(task, ""),
     }
@@ -284,6 +374,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             results = {
                 **{("level1", case): run_level1(case, rank, WORLD) for case in LEVEL1_CASES},
                 **{("level2", case): run_level2(case, rank, WORLD) for case in LEVEL2_CASES},
+                **{("control", case): run_control(case, rank, WORLD) for case in CONTROL_CASES},
+                **{("level2_control", case): run_level2(case, rank, WORLD, True) for case in LEVEL2_CASES},
             }
             torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
         finally:
@@ -338,13 +430,15 @@ def _max_diff(a: Tensor, b: Tensor) -> float:
     return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
 
 
-def _check_step(ranks: list[dict[str, Any]], ref: dict[str, Any], what: str) -> None:
+def _check_step(
+    ranks: list[dict[str, Any]], ref: dict[str, Any], what: str, terms: tuple[str, ...] = ("tcl", "trl")
+) -> None:
     """Mean over ranks of each loss = the single-process loss; every rank's (averaged) gradients and buffers =
     the single-process ones."""
-    for name in ("loss", "tcl", "trl"):
+    for name in ("loss", *terms):
         mean = torch.stack([r[name] for r in ranks]).mean()
         assert torch.allclose(mean, ref[name], atol=ATOL, rtol=RTOL), f"{what} {name}: {mean} vs {ref[name]}"
-    assert float(ref["tcl"]) > 0 and float(ref["trl"]) > 0
+    assert all(float(ref[name]) > 0 for name in terms)
     for r, res in enumerate(ranks):
         assert res["grads"].keys() == ref["grads"].keys()
         for name, g in ref["grads"].items():
@@ -395,3 +489,17 @@ def test_pretrain_task_losses_and_gradients_match_single_process(ddp_results: li
     else:
         assert min(counts) > 0
     _check_step(ranks, ref, f"level2/{case}")
+
+
+@pytest.mark.parametrize("case", list(CONTROL_CASES))
+def test_control_terms_match_single_process(ddp_results: list[dict], case: str) -> None:
+    _check_step([res[("control", case)] for res in ddp_results], run_control(case, 0, 1), f"control/{case}",
+                CONTROL_TERMS)  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(LEVEL2_CASES))
+def test_pretrain_task_with_control_terms_matches_single_process(ddp_results: list[dict], case: str) -> None:
+    ranks = [res[("level2_control", case)] for res in ddp_results]
+    ref = run_level2(case, 0, 1, control=True)
+    assert sum(int(r["num_queries"]) for r in ranks) == int(ref["num_queries"]) > 0
+    _check_step(ranks, ref, f"level2_control/{case}", ("tcl", "trl", *CONTROL_TERMS))

@@ -66,6 +66,40 @@ def test_cpu_small_preset_follows_the_dataset_window() -> None:
     assert _cfg(["experiment=smartpretrain_cpu_small"]).ssl.window == 50  # av2 by default
 
 
+CONTROL_TERMS = ("forward_dynamics", "inverse_dynamics", "masked_hindsight")
+
+
+@pytest.mark.parametrize(
+    ("experiment", "model", "with_tcl_trl"),
+    [
+        ("control_cpu_small", "QCNet", False),
+        ("control_forecast_mae_cpu_small", "ForecastMAE", False),
+        ("control_qcnet_av2", "QCNet", True),
+        ("control_forecast_mae_av2", "ForecastMAE", True),
+    ],
+)
+def test_control_presets_for_each_backbone(experiment: str, model: str, with_tcl_trl: bool) -> None:
+    cfg = _cfg([f"experiment={experiment}", "data=av1"])
+    assert cfg.model._target_.endswith(model)
+    objectives, weights = build_objectives(cfg, build_pretrain_backbone(cfg))
+    expected = {*CONTROL_TERMS, *(("tcl", "trl") if with_tcl_trl else ())}
+    assert set(objectives) == expected and all(w == 1.0 for w in weights.values())
+    assert all(objectives[name].declared_needs().controls for name in CONTROL_TERMS)
+    assert objectives["forward_dynamics"].predictor.in_dim == cfg.ssl.proj_dim
+
+
+def test_control_terms_are_off_by_default_and_bad_control_options_fail_early() -> None:
+    from smartpretrain.runs.guards import RunConfigError
+    from smartpretrain.runs.pretraining import check_pretrain_config
+
+    objectives, _ = build_objectives(_cfg())
+    assert set(objectives) == {"tcl", "trl"}
+    with pytest.raises(RunConfigError, match=r"ssl\.controls: unknown option\(s\) \['fit_window'\]"):
+        check_pretrain_config(_cfg(["+ssl.controls.fit_window=1.0"]))
+    with pytest.raises(RunConfigError, match=r"ssl\.controls: fit_window_s must be"):
+        check_pretrain_config(_cfg(["ssl.controls.max_accel=-1"]))
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Building objectives and the pre-training backbone
 # --------------------------------------------------------------------------------------------------------------
@@ -185,3 +219,29 @@ def test_pretrain_end_to_end_then_finetune_transfer(av1_cache: Path, tmp_path: P
     assert not any(k.startswith("encoder.") for k in summary["missing"])
     assert summary["expanded"] == [["decoder.mode_emb.weight", [1, 32], [6, 32]]]
     assert summary["unexpected"] == [] and summary["reshaped"] == []
+
+
+def test_control_pretraining_runs_end_to_end_and_transfers(av1_cache: Path, tmp_path: Path) -> None:
+    """The data module derives the controls only when a term reads them; the run logs every term; the momentum
+    branch transfers into fine-tuning as after TCL + TRL."""
+    from smartpretrain.runs.trainer import build_backbone
+
+    cfg = _cfg(
+        [
+            "experiment=control_forecast_mae_cpu_small", "data=av1", f"cache_root={av1_cache}", "max_epochs=1",
+            "num_workers=0", "batch_size=4", "+trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+            "ssl.objectives.tcl.weight=1",
+        ]
+    )  # fmt: skip
+    out = tmp_path / "pretrain"
+    metrics = run(cfg, out)
+    for name in ("tcl", *CONTROL_TERMS):
+        assert math.isfinite(metrics[f"val_{name}"]) and metrics[f"val_{name}"] > 0, name
+    assert "val_trl" not in metrics
+    finetune_cfg = _cfg(
+        ["model=forecast_mae", "data=av1", f"pretrained_ckpt={out / 'checkpoints' / 'last.ckpt'}"], config="train"
+    )
+    build_backbone(finetune_cfg, tmp_path / "finetune")
+    summary = json.loads((tmp_path / "finetune" / "transfer_report.json").read_text())
+    assert summary["source_prefix"] == "momentum_branch.backbone." and summary["strict_loaded"] > 0
+    assert summary["unexpected"] == []
