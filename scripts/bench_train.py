@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from smartpretrain.config import compose_config
-from smartpretrain.io.run_outputs import write_report
+from smartpretrain.io.run_outputs import machine_info, write_report
 from smartpretrain.runs.comparison import PRETRAIN_ARMS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -482,6 +482,7 @@ def main() -> None:
                             flush=True,
                         )
     report: dict[str, Any] = {
+        "machine": machine_info(),
         "settings": {
             "steps": args.steps,
             "warmup_steps": WARMUP_STEPS,

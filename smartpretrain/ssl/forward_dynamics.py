@@ -84,7 +84,7 @@ class ForwardDynamicsLoss(SSLObjective):
         count = global_sum(torch.tensor(float(per_query.numel()), device=prediction.device))
         if float(count) == 0:
             return ObjectiveOutput(prediction.sum() * 0.0, per_query.detach())
-        return ObjectiveOutput(per_query.sum() * world_size() / count + prediction.sum() * 0.0, per_query.detach())
+        return ObjectiveOutput(per_query.sum() * world_size() / count, per_query.detach())
 
     def compute(self, inputs: SSLInputs) -> ObjectiveOutput:
         return self.loss_of(self.predict(inputs), inputs)

@@ -5,7 +5,7 @@ attention ("which controls produce this trajectory?")."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -32,19 +32,28 @@ from smartpretrain.ssl.objective import (
 __all__ = ["HindsightMasks", "MaskedHindsightControlLoss"]
 
 
+@dataclass(frozen=True)
 class HindsightMasks:
-    """Which tokens of each query's control sequence are masked, from the data's per-query draws.
+    """Which tokens of each query's control sequence are masked.
 
     Attributes:
         controls: ``[P, K] bool`` masked controls (only among the query's ``length`` controls).
         observation_a, observation_b: ``[P] bool`` masked observations.
     """
 
-    def __init__(self, controls: Controls, control_ratio: float, observation_ratio: float) -> None:
+    controls: Tensor
+    observation_a: Tensor
+    observation_b: Tensor
+
+    @classmethod
+    def from_draws(cls, controls: Controls, control_ratio: float, observation_ratio: float) -> HindsightMasks:
+        """A token is masked where its draw (:attr:`Controls.draws`) is below its ratio."""
         draws = controls.draws
-        self.controls = (draws[:, 2:] < control_ratio) & controls.inside()
-        self.observation_a = draws[:, 0] < observation_ratio
-        self.observation_b = draws[:, 1] < observation_ratio
+        return cls(
+            controls=(draws[:, 2:] < control_ratio) & controls.inside(),
+            observation_a=draws[:, 0] < observation_ratio,
+            observation_b=draws[:, 1] < observation_ratio,
+        )
 
 
 class MaskedHindsightControlLoss(SSLObjective):
@@ -118,7 +127,7 @@ class MaskedHindsightControlLoss(SSLObjective):
 
     def masks(self, inputs: SSLInputs) -> HindsightMasks:
         controls = controls_of(inputs, "MaskedHindsightControlLoss")
-        return HindsightMasks(controls, self.control_mask_ratio, self.observation_mask_ratio)
+        return HindsightMasks.from_draws(controls, self.control_mask_ratio, self.observation_mask_ratio)
 
     def predict(self, inputs: SSLInputs, masks: HindsightMasks | None = None) -> Tensor:
         """``[P, K, 2]`` the scaled controls read out at every control slot (the loss takes the masked ones)."""

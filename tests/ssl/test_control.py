@@ -146,7 +146,7 @@ def _hindsight(**kwargs: object) -> MaskedHindsightControlLoss:
 
 def test_hindsight_masks_come_from_the_draws() -> None:
     controls = _controls()
-    masks = HindsightMasks(controls, control_ratio=0.5, observation_ratio=0.15)
+    masks = HindsightMasks.from_draws(controls, control_ratio=0.5, observation_ratio=0.15)
     assert torch.equal(masks.controls, (controls.draws[:, 2:] < 0.5) & controls.inside())
     assert torch.equal(masks.observation_a, controls.draws[:, 0] < 0.15)
     assert torch.equal(masks.observation_b, controls.draws[:, 1] < 0.15)
