@@ -15,7 +15,9 @@
 4. Writes ``results.json`` (every run, mean ± std per arm and fraction, change of the mean minFDE_6 vs scratch,
    val curves, wall times), ``results.md`` (the table) and a PNG of the fine-tune val curves per arm.
 
-Every stage whose outputs exist is reused, so a killed study resumes where it stopped. By default one
+Every stage whose outputs exist is reused, so a killed study resumes where it stopped; ``--reuse-results`` also
+takes the runs recorded in earlier ``results.json`` files (a study split over machines or sessions whose run
+folders are gone: each (arm, fraction, seed) found there is not run again). By default one
 pre-training per arm (``--pretrain-seed``) feeds the fine-tunes of every seed: the seed spread is the fine-tuning
 spread; ``--pretrain-per-seed`` also repeats pre-training per seed (4x the pre-training time).
 """
@@ -107,6 +109,8 @@ def main() -> None:
     parser.add_argument("--model-overrides", nargs="*", default=[], help="e.g. model.embed_dim=64 (all stages)")
     parser.add_argument("--pretrain-overrides", nargs="*", default=[], help="e.g. ssl.lr_peak=5e-4 ssl.tau=0.1")
     parser.add_argument("--finetune-overrides", nargs="*", default=[], help="e.g. trainer.check_val_every_n_epoch=2")
+    parser.add_argument("--reuse-results", type=Path, nargs="*", default=[],
+                        help="earlier results.json files of this study: their runs are not repeated")  # fmt: skip
     args = parser.parse_args()
     budget = parse_epochs(args.finetune_epochs, args.fractions)
     val_every = parse_epochs(args.val_every, args.fractions, "--val-every")
@@ -115,6 +119,7 @@ def main() -> None:
     from smartpretrain.data.converters.av1 import Av1Converter
 
     start = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
     cache = args.cache_root or args.out / "cache"
     for split in ("train", "val"):
         if not (cache / "av1" / split / "manifest.json").exists():
@@ -145,10 +150,22 @@ def main() -> None:
 
         return note
 
+    recorded: dict[tuple[str, float, int], dict[str, Any]] = {}
+    for path in args.reuse_results:
+        earlier = load_stage_result(path)
+        if earlier is None:
+            raise SystemExit(f"--reuse-results {path}: not a readable results.json")
+        for run in earlier["runs"]:
+            recorded[(run["arm"], float(run["fraction"]), int(run["seed"]))] = run
+        timings = {**earlier.get("seconds", {}), **timings}
     runs: list[dict[str, Any]] = []
     for fraction in args.fractions:
         for arm in args.arms:
             for seed in args.seeds:
+                if (arm, float(fraction), seed) in recorded:
+                    runs.append(recorded[(arm, float(fraction), seed)])
+                    print(f"{fraction:g} {arm} seed {seed}: recorded in --reuse-results", flush=True)
+                    continue
                 pre_seed = seed if args.pretrain_per_seed else args.pretrain_seed
                 run_dir = args.out / f"finetune_f{fraction:g}_{arm}_s{seed}"
                 branch = [] if arm == "scratch" else [f"pretrained_branch={PRETRAIN_ARMS[arm][1]}"]
@@ -181,7 +198,7 @@ def main() -> None:
     previous = load_stage_result(args.out / "results.json") or {}
     timings = {**previous.get("seconds", {}), **timings}
     result = {
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": json.loads(json.dumps(vars(args), default=str)),  # paths as strings
         "num_train_scenes": num_train,
         "machine": machine_info(),
         "summary": summary,

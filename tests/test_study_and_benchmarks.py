@@ -132,6 +132,16 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path) -> None:
     assert "pre-trained tcl_trl" not in again.stdout and "0.5 tcl_trl seed 1: minFDE_6" in again.stdout
     assert json.loads((out / "results.json").read_text())["summary"] == result["summary"]
 
+    # a study whose run folders are gone (another machine, a new session) takes the recorded runs instead
+    recorded = tmp_path / "recorded.json"
+    recorded.write_text((out / "results.json").read_text())
+    elsewhere = tmp_path / "elsewhere"
+    moved = [*command[:3], str(elsewhere), *command[4:], "--reuse-results", str(recorded)]
+    third = subprocess.run(moved, check=True, capture_output=True, text=True, cwd=REPO)
+    assert "0.5 tcl_trl seed 1: recorded in --reuse-results" in third.stdout
+    assert not list(elsewhere.glob("*/checkpoints"))  # nothing trained
+    assert json.loads((elsewhere / "results.json").read_text())["summary"] == result["summary"]
+
 
 def test_committed_benchmark_summary_matches_the_committed_results() -> None:
     """docs/benchmarks.md's summary block is what bench_report.py renders from benchmarks/results/."""

@@ -222,22 +222,21 @@ def test_pretrain_end_to_end_then_finetune_transfer(av1_cache: Path, tmp_path: P
 
 
 def test_control_pretraining_runs_end_to_end_and_transfers(av1_cache: Path, tmp_path: Path) -> None:
-    """The data module derives the controls only when a term reads them; the run logs every term; the momentum
-    branch transfers into fine-tuning as after TCL + TRL."""
+    """The three terms in one run with TCL + TRL and MAE: the data module derives the controls and adapts the
+    whole scenes, every term is logged, and the momentum branch transfers into fine-tuning."""
     from smartpretrain.runs.trainer import build_backbone
 
     cfg = _cfg(
         [
             "experiment=control_forecast_mae_cpu_small", "data=av1", f"cache_root={av1_cache}", "max_epochs=1",
             "num_workers=0", "batch_size=4", "+trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
-            "ssl.objectives.tcl.weight=1",
+            "ssl.objectives.tcl.weight=1", "ssl.objectives.trl.weight=1", "ssl.objectives.mae.weight=1",
         ]
     )  # fmt: skip
     out = tmp_path / "pretrain"
     metrics = run(cfg, out)
-    for name in ("tcl", *CONTROL_TERMS):
+    for name in ("tcl", "trl", "mae", *CONTROL_TERMS):
         assert math.isfinite(metrics[f"val_{name}"]) and metrics[f"val_{name}"] > 0, name
-    assert "val_trl" not in metrics
     finetune_cfg = _cfg(
         ["model=forecast_mae", "data=av1", f"pretrained_ckpt={out / 'checkpoints' / 'last.ckpt'}"], config="train"
     )
