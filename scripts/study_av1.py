@@ -39,6 +39,7 @@ from smartpretrain.runs.comparison import (
     PRETRAIN_ARMS,
     STUDY_METRICS,
     markdown_table,
+    paired_table,
     parse_epochs,
     summarise,
 )
@@ -109,9 +110,20 @@ def main() -> None:
     parser.add_argument("--model-overrides", nargs="*", default=[], help="e.g. model.embed_dim=64 (all stages)")
     parser.add_argument("--pretrain-overrides", nargs="*", default=[], help="e.g. ssl.lr_peak=5e-4 ssl.tau=0.1")
     parser.add_argument("--finetune-overrides", nargs="*", default=[], help="e.g. trainer.check_val_every_n_epoch=2")
+    parser.add_argument(
+        "--paired",
+        nargs="*",
+        default=[],
+        metavar="ARM:REFERENCE",
+        help="extra per-seed comparisons beside every arm vs scratch, e.g. tcl_trl_control:tcl_trl",
+    )
     parser.add_argument("--reuse-results", type=Path, nargs="*", default=[],
                         help="earlier results.json files of this study: their runs are not repeated")  # fmt: skip
     args = parser.parse_args()
+    for item in args.paired:
+        arm, _, reference = item.partition(":")
+        if arm not in args.arms or reference not in args.arms:
+            parser.error(f"--paired {item}: both sides must be among --arms {args.arms}")
     budget = parse_epochs(args.finetune_epochs, args.fractions)
     val_every = parse_epochs(args.val_every, args.fractions, "--val-every")
 
@@ -194,7 +206,9 @@ def main() -> None:
                 print(f"{fraction:g} {arm} seed {seed}: minFDE_6 {metrics['minFDE_6']:.4f}", flush=True)
 
     summary = summarise(runs, args.arms, args.fractions)
-    table = markdown_table(summary, num_train)
+    pairs = [(arm, "scratch") for arm in args.arms if arm != "scratch"]
+    pairs += [(item.partition(":")[0], item.partition(":")[2]) for item in args.paired]
+    table = markdown_table(summary, num_train) + "\n\n" + paired_table(runs, pairs, args.fractions)
     previous = load_stage_result(args.out / "results.json") or {}
     timings = {**previous.get("seconds", {}), **timings}
     result = {

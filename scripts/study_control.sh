@@ -17,6 +17,7 @@ PY=${PYTHON:-.venv/bin/python}
 OUT=outputs/study_control
 ARMS=(scratch tcl_trl control fd id mhc tcl_trl_control)
 COMMON=(--cache-root "$OUT/cache" --arms "${ARMS[@]}" --seeds 0 1 2 --pretrain-epochs 10 --workers 1
+        --paired tcl_trl_control:tcl_trl
         --finetune-overrides +trainer.enable_progress_bar=false)
 ORDER=(forecast_mae qcnet_small)
 [[ $# -gt 0 ]] && ORDER=("$@")

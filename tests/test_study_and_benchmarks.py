@@ -125,6 +125,11 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path) -> None:
     assert (out / "curves.png").stat().st_size > 10_000 and "| 50 % (8) | TCL + TRL | 2 |" in (
         out / "results.md"
     ).read_text()
+    paired = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("| 50 % | TCL + TRL |")]
+    scratch = {r["seed"]: r["metrics"]["minFDE_6"] for r in half if r["arm"] == "scratch"}
+    tcl_trl = {r["seed"]: r["metrics"]["minFDE_6"] for r in half if r["arm"] == "tcl_trl"}
+    first = (tcl_trl[0] - scratch[0]) / scratch[0] * 100.0  # the per-seed comparison, seed 0 first
+    assert len(paired) == 1 and paired[0].split(" | ")[3].startswith(f"{first:+.1f} %")
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/checkpoints/last.ckpt")}
     assert len(stamps) == 9  # 8 fine-tunes + 1 pre-training
     again = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO)

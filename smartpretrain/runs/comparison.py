@@ -13,6 +13,7 @@ __all__ = [
     "STUDY_METRICS",
     "TABLE_METRICS",
     "markdown_table",
+    "paired_table",
     "parse_epochs",
     "side_by_side",
     "summarise",
@@ -110,5 +111,29 @@ def markdown_table(summary: dict[str, Any], num_train: int) -> str:
                 f"| {float(fraction) * 100:g} % ({labelled}) | {ARM_LABELS.get(arm, arm)} | {len(entry['seeds'])} | "
                 + " | ".join(cells)
                 + f" | {'—' if change is None else f'{change:+.1f} %'} |"
+            )
+    return "\n".join(lines)
+
+
+def paired_table(
+    runs: list[dict[str, Any]], pairs: list[tuple[str, str]], fractions: list[float], metric: str = "minFDE_6"
+) -> str:
+    """Per (label fraction, arm, reference arm): the change of ``metric`` seed by seed (same fine-tuning seed: same
+    head initialisation, labelled subset and batch order), its mean and spread, and how many seeds improve."""
+    head = f"| labels | arm | vs | {metric} change per seed | mean ± std | seeds better |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for fraction in fractions:
+        values = {(r["arm"], r["seed"]): r["metrics"][metric] for r in runs if r["fraction"] == fraction}
+        for arm, reference in pairs:
+            seeds = sorted(seed for a, seed in values if a == arm and (reference, seed) in values)
+            if not seeds:
+                continue
+            changes = [(values[(arm, s)] - values[(reference, s)]) / values[(reference, s)] * 100.0 for s in seeds]
+            spread = statistics.stdev(changes) if len(changes) > 1 else 0.0
+            per_seed = " / ".join(f"{c:+.1f} %" for c in changes)
+            better = sum(c < 0 for c in changes)
+            lines.append(
+                f"| {float(fraction) * 100:g} % | {ARM_LABELS.get(arm, arm)} | {ARM_LABELS.get(reference, reference)} "
+                f"| {per_seed} | {statistics.fmean(changes):+.1f} ± {spread:.1f} % | {better} of {len(seeds)} |"
             )
     return "\n".join(lines)
