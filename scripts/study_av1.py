@@ -171,8 +171,10 @@ def main() -> None:
             recorded[(run["arm"], float(run["fraction"]), int(run["seed"]))] = run
         timings = {**earlier.get("seconds", {}), **timings}
     runs: list[dict[str, Any]] = []
-    for fraction in args.fractions:
-        for arm in args.arms:
+    # arm by arm: each pre-training serves all its fine-tunes before the next arm's runs (a study stopped between
+    # sessions loses at most one arm's pre-training)
+    for arm in args.arms:
+        for fraction in args.fractions:
             for seed in args.seeds:
                 if (arm, float(fraction), seed) in recorded:
                     runs.append(recorded[(arm, float(fraction), seed)])
