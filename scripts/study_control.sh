@@ -22,18 +22,21 @@ COMMON=(--cache-root "$OUT/cache" --arms "${ARMS[@]}" --seeds 0 1 2 --pretrain-e
 ORDER=(forecast_mae qcnet_small)
 [[ $# -gt 0 ]] && ORDER=("$@")
 for backbone in "${ORDER[@]}"; do
+  # runs recorded by earlier sessions (benchmarks/studies/) are taken, not repeated
+  RECORD=benchmarks/studies/control_$backbone.json
+  REUSE=(); [[ -f "$RECORD" ]] && REUSE=(--reuse-results "$RECORD")
   case "$backbone" in
     forecast_mae)
       "$PY" scripts/study_av1.py --out "$OUT/forecast_mae" "${COMMON[@]}" \
           --fractions 0.1 1.0 --finetune-epochs 0.1=10 1.0=2 --val-every 0.1=2 1.0=1 \
           --batch-size 16 --finetune-lr 1e-3 --model forecast_mae \
-          --experiment smartpretrain_forecast_mae_cpu_small --plot "$OUT/forecast_mae/curves.png" \
+          --experiment smartpretrain_forecast_mae_cpu_small --plot "$OUT/forecast_mae/curves.png" "${REUSE[@]}" \
           --pretrain-overrides +trainer.enable_progress_bar=false ;;
     qcnet_small)
       "$PY" scripts/study_av1.py --out "$OUT/qcnet_small" "${COMMON[@]}" \
           --fractions 0.1 --finetune-epochs 0.1=10 --val-every 0.1=2 \
           --batch-size 8 --finetune-lr 1e-3 --model qcnet_small \
-          --experiment smartpretrain_cpu_small --plot "$OUT/qcnet_small/curves.png" \
+          --experiment smartpretrain_cpu_small --plot "$OUT/qcnet_small/curves.png" "${REUSE[@]}" \
           --pretrain-overrides +trainer.enable_progress_bar=false ssl.lr_peak=5e-4 ;;
     *) echo "unknown backbone $backbone (have: forecast_mae qcnet_small)" >&2; exit 2 ;;
   esac
