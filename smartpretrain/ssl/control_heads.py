@@ -17,6 +17,7 @@ __all__ = [
     "SECOND_VIEWS",
     "ControlEmbedding",
     "ControlScale",
+    "check_transition_length",
     "control_regression",
     "controls_of",
     "second_view_encoding",
@@ -40,6 +41,15 @@ def controls_of(inputs: SSLInputs, what: str) -> Controls:
     if inputs.queries is None or inputs.queries.controls is None:
         raise ValueError(f"{what} needs the queries' transition controls (declare controls=True)")
     return inputs.queries.controls
+
+
+def check_transition_length(controls: Controls, max_steps: int, what: str) -> None:
+    """Refuse, by name, a batch whose longest transition exceeds the ``max_steps`` an objective's embeddings cover."""
+    if controls.max_steps > max_steps:  # K is the longest transition of the batch
+        raise ValueError(
+            f"{what}: a transition of {controls.max_steps} steps, but max_steps is {max_steps}; "
+            "raise ssl.objectives.<name>.max_steps"
+        )
 
 
 class ControlScale(nn.Module):

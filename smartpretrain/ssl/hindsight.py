@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from smartpretrain.ssl.control_heads import (
     ControlEmbedding,
+    check_transition_length,
     control_regression,
     controls_of,
     second_view_encoding,
@@ -134,11 +135,7 @@ class MaskedHindsightControlLoss(SSLObjective):
         controls = controls_of(inputs, "MaskedHindsightControlLoss")
         masks = masks or self.masks(inputs)
         p, k = controls.values.shape[:2]
-        if k > self.max_steps:
-            raise ValueError(
-                f"MaskedHindsightControlLoss: a transition of {k} steps, but max_steps is {self.max_steps}; "
-                "raise ssl.objectives.<name>.max_steps"
-            )
+        check_transition_length(controls, self.max_steps, "MaskedHindsightControlLoss")
         z_a, z_b = inputs.encoding(ONLINE_A), inputs.encoding(self.observation_b)
         if p == 0:  # keep every parameter in the graph on a rank with no query
             return z_a.new_zeros(0, k, 2) + touch(self)

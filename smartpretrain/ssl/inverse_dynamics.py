@@ -10,7 +10,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from smartpretrain.ssl.control_heads import ControlScale, control_regression, controls_of, second_view_encoding
+from smartpretrain.ssl.control_heads import (
+    ControlScale,
+    check_transition_length,
+    control_regression,
+    controls_of,
+    second_view_encoding,
+)
 from smartpretrain.ssl.objective import (
     MOMENTUM_B,
     ONLINE_A,
@@ -73,11 +79,7 @@ class InverseDynamicsLoss(SSLObjective):
     def predict(self, inputs: SSLInputs) -> Tensor:
         """``[P, K, 2]`` the predicted scaled controls of every transition step (padding steps included)."""
         controls = controls_of(inputs, "InverseDynamicsLoss")
-        if controls.max_steps > self.max_steps:  # K is the longest transition of the batch
-            raise ValueError(
-                f"InverseDynamicsLoss: a transition of {controls.max_steps} steps, but max_steps is "
-                f"{self.max_steps}; raise ssl.objectives.<name>.max_steps"
-            )
+        check_transition_length(controls, self.max_steps, "InverseDynamicsLoss")
         h = self.trunk(torch.cat([inputs.encoding(ONLINE_A), inputs.encoding(self.observation_b)], dim=-1))
         steps = torch.arange(controls.max_steps, device=h.device)
         x = h[:, None] + self.step_embedding(steps)[None] + self.length_embedding(controls.length)[:, None]

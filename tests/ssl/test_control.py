@@ -272,3 +272,9 @@ def test_the_three_terms_run_together_with_tcl_and_trl() -> None:
         grads = [p.grad for p in objective.parameters() if p.requires_grad]
         assert grads and all(g is not None for g in grads), name
     assert all(p.grad is not None for p in task.branch.parameters() if p.requires_grad)
+
+
+def test_hindsight_refuses_a_transition_longer_than_its_positions() -> None:
+    objective = MaskedHindsightControlLoss(dim=C, model_dim=16, num_heads=2, max_steps=5)
+    with pytest.raises(ValueError, match="MaskedHindsightControlLoss: a transition of 7 steps, but max_steps is 5"):
+        objective(_inputs())
