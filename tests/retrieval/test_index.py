@@ -1,0 +1,169 @@
+"""The FAISS index with its id table: exact search equals brute force, approximate recall, the folder round trip,
+and the refusals (a tampered or incomplete folder, another model's vectors or queries, a missing FAISS)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from smartpretrain.embeddings.records import AgentSelection, EmbeddingMetadata, EmbeddingRecords, QueryReduction
+from smartpretrain.retrieval.index import (
+    EmbeddingIndex,
+    IndexKind,
+    IndexSettings,
+    RetrievalIndexError,
+    exact_knn,
+    require_faiss,
+)
+
+
+def _meta(dim: int = 16, model: str = "tests.Model", seed: int = 0) -> EmbeddingMetadata:
+    return EmbeddingMetadata(model=model, embedding_dim=dim, agents=AgentSelection.ALL, reduction=QueryReduction.LAST,
+                             cache="/tmp/cache", cache_fingerprint="f" * 64, num_scenes=10, seed=seed)  # fmt: skip
+
+
+def _records(vectors: np.ndarray) -> EmbeddingRecords:
+    n = len(vectors)
+    return EmbeddingRecords(
+        scenario_id=[f"s{i // 4}" for i in range(n)],
+        track_id=[f"t{i % 4}" for i in range(n)],
+        dataset=["av1"] * n,
+        role=["unscored"] * n,
+        step=np.zeros(n, np.int32),
+        vector=vectors,
+    )
+
+
+def _clustered(n: int, dim: int = 16, clusters: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    x = centres[rng.integers(clusters, size=n)] + 0.3 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_flat_search_equals_brute_force() -> None:
+    bank = np.random.default_rng(0).normal(size=(500, 16)).astype(np.float32)
+    queries = np.random.default_rng(1).normal(size=(40, 16)).astype(np.float32)
+    index = EmbeddingIndex.build(_records(bank), _meta(), IndexSettings(IndexKind.FLAT))
+    dist, rows = index.search(queries, 10)
+    want = ((queries[:, None].astype(np.float64) - bank[None]) ** 2).sum(-1)
+    order = np.argsort(want, axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(rows, order)
+    np.testing.assert_allclose(dist, np.take_along_axis(want, order, axis=1), rtol=1e-4, atol=1e-4)
+    ref_dist, ref_rows = exact_knn(bank, queries, 10)
+    np.testing.assert_array_equal(ref_rows, order)
+    np.testing.assert_allclose(ref_dist, dist, rtol=1e-4, atol=1e-4)
+
+
+def test_exact_knn_excludes_the_given_rows() -> None:
+    bank = np.random.default_rng(0).normal(size=(50, 4))
+    _, rows = exact_knn(bank, bank[:5], 3, exclude=np.arange(5))
+    assert not (rows == np.arange(5)[:, None]).any()
+
+
+@pytest.mark.parametrize("kind", [IndexKind.IVF, IndexKind.HNSW])
+def test_approximate_indexes_recall_the_flat_neighbours(kind: IndexKind) -> None:
+    bank, queries = _clustered(5000), _clustered(200, seed=3)
+    flat = EmbeddingIndex.build(_records(bank), _meta(), IndexSettings(IndexKind.FLAT))
+    approx = EmbeddingIndex.build(_records(bank), _meta(), IndexSettings(kind))
+    _, want = flat.search(queries, 10)
+    _, got = approx.search(queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)])
+    assert recall >= 0.9, recall
+
+
+@pytest.mark.parametrize("kind", list(IndexKind))
+def test_save_and_load_give_the_same_index(kind: IndexKind, tmp_path: Path) -> None:
+    bank, queries = _clustered(2000), _clustered(50, seed=5)
+    index = EmbeddingIndex.build(_records(bank), _meta(), IndexSettings(kind))
+    index.save(tmp_path / "idx")
+    loaded = EmbeddingIndex.load(tmp_path / "idx", expected={"embedding_dim": 16, "model": "tests.Model"})
+    assert loaded.ids.keys() == index.ids.keys() and loaded.metadata == index.metadata
+    assert loaded.settings == index.settings
+    for a, b in zip(index.search(queries, 8), loaded.search(queries, 8), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_tampered_id_table_is_refused(tmp_path: Path) -> None:
+    EmbeddingIndex.build(_records(_clustered(100)), _meta(), IndexSettings()).save(tmp_path)
+    table = pq.read_table(tmp_path / "ids.parquet").to_pydict()
+    table["track_id"][0] = "someone-else"
+    import pyarrow as pa
+
+    pq.write_table(pa.table(table), tmp_path / "ids.parquet")
+    with pytest.raises(RetrievalIndexError, match=r"ids\.parquet does not match index\.json"):
+        EmbeddingIndex.load(tmp_path)
+
+
+def test_an_incomplete_folder_is_refused(tmp_path: Path) -> None:
+    EmbeddingIndex.build(_records(_clustered(100)), _meta(), IndexSettings()).save(tmp_path)
+    (tmp_path / "index.faiss").unlink()
+    with pytest.raises(RetrievalIndexError, match=r"index\.faiss not found"):
+        EmbeddingIndex.load(tmp_path)
+    with pytest.raises(RetrievalIndexError, match="not an index folder"):
+        EmbeddingIndex.load(tmp_path / "nowhere")
+
+
+def test_an_index_of_another_model_or_dimension_is_refused(tmp_path: Path) -> None:
+    EmbeddingIndex.build(_records(_clustered(100)), _meta(), IndexSettings()).save(tmp_path)
+    with pytest.raises(RetrievalIndexError, match="embedding_dim is 16, expected 8"):
+        EmbeddingIndex.load(tmp_path, expected={"embedding_dim": 8})
+    with pytest.raises(RetrievalIndexError, match=r"model is 'tests\.Model'"):
+        EmbeddingIndex.load(tmp_path, expected={"model": "other.Model"})
+
+
+def test_queries_of_another_space_or_width_are_refused() -> None:
+    bank = _clustered(100)
+    index = EmbeddingIndex.build(_records(bank), _meta(), IndexSettings())
+    with pytest.raises(RetrievalIndexError, match=r"queries were embedded by .* seed is 7, expected 0"):
+        index.search_records(_records(bank[:3]), _meta(seed=7), 4)
+    with pytest.raises(RetrievalIndexError, match="8-dimensional, the index 16"):
+        index.search(np.zeros((2, 8), np.float32), 3)
+    _dist, rows = index.search_records(_records(bank[:3]), _meta(), 4, exclude_self=True)
+    assert rows.shape == (3, 4) and not (rows == np.arange(3)[:, None]).any()
+
+
+def test_bad_vectors_are_refused() -> None:
+    bad = _clustered(10)
+    bad[3, 0] = np.nan
+    with pytest.raises(RetrievalIndexError, match="1 of 10 vectors hold NaN"):
+        EmbeddingIndex.build(_records(bad), _meta(), IndexSettings())
+    with pytest.raises(RetrievalIndexError, match="16-dimensional, their metadata says 8"):
+        EmbeddingIndex.build(_records(_clustered(10)), _meta(dim=8), IndexSettings())
+    with pytest.raises(ValueError, match="index kind"):
+        IndexSettings("annoy")
+
+
+def test_search_by_id_excludes_the_item_and_refuses_unknown_ids() -> None:
+    bank = _clustered(40)
+    index = EmbeddingIndex.build(_records(bank), _meta(), IndexSettings(IndexKind.IVF, nlist=1))
+    _dist, rows = index.search_id("s2", "t1", 5)
+    assert 9 not in rows.tolist() and len(rows) == 5  # row 9 is s2 / t1
+    _, ref = exact_knn(bank, bank[9:10], 5, exclude=np.array([9]))
+    assert rows.tolist() == ref[0].tolist()
+    with pytest.raises(RetrievalIndexError, match="no item scenario 's99'"):
+        index.search_id("s99", "t0", 3)
+    with pytest.raises(RetrievalIndexError, match="matches 4 items"):
+        index.search_id("s2", None, 3)
+
+
+def test_k_above_the_index_size_is_clipped() -> None:
+    index = EmbeddingIndex.build(_records(_clustered(5)), _meta(), IndexSettings())
+    _dist, rows = index.search(_clustered(2, seed=9), 50)
+    assert rows.shape == (2, 5) and sorted(rows[0].tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_a_missing_faiss_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(RetrievalIndexError, match="pip install faiss-cpu"):
+        require_faiss()
+
+
+def test_settings_survive_replace() -> None:
+    settings = replace(IndexSettings(), kind="hnsw", ef_search=32)
+    assert settings.kind is IndexKind.HNSW and settings.as_json()["kind"] == "hnsw"
