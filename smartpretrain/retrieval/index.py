@@ -158,10 +158,12 @@ class IndexSettings:
             object.__setattr__(self, "kind", IndexKind(self.kind))
         except ValueError:
             kinds = ", ".join(k.value for k in IndexKind)
-            raise ValueError(f"IndexSettings: kind must be one of {kinds}, got {self.kind!r}") from None
+            raise ValueError(f"IndexSettings: unknown index kind {self.kind!r} (one of {kinds})") from None
         if self.nlist is not None:
             if self.kind is not IndexKind.IVF:
-                raise ValueError(f"IndexSettings: nlist applies to kind=ivf only, got nlist={self.nlist} for {self.kind}")
+                raise ValueError(
+                    f"IndexSettings: nlist applies to kind=ivf only, got nlist={self.nlist} for {self.kind}"
+                )
             _check_int("nlist", self.nlist, 1)
         _check_int("nprobe", self.nprobe, 1)
         _check_int("hnsw_m", self.hnsw_m, 2)
@@ -169,13 +171,14 @@ class IndexSettings:
         _check_int("ef_search", self.ef_search, 1)
         _check_int("seed", self.seed, 0)
 
-    def to_dict(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, Any]:
+        """The settings as plain JSON values (the manifest's ``settings``)."""
         values = dataclasses.asdict(self)
         values["kind"] = str(self.kind)
         return values
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> IndexSettings:
+    def from_json(cls, values: Mapping[str, Any]) -> IndexSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -254,13 +257,17 @@ class IdTable:
             if (track_id is None or self.track_id[i] == track_id) and (dataset is None or self.dataset[i] == dataset)
         ]
 
+    def keys(self) -> list[tuple[str, str, str, int]]:
+        """The identity ``(dataset, scenario_id, track_id, step)`` of each row."""
+        return list(zip(self.dataset, self.scenario_id, self.track_id, self.step.tolist(), strict=True))
+
     def key_codes(self) -> tuple[dict[tuple[str, str, str, int], int], np.ndarray]:
         """``(key -> code, [N] int64 codes)`` of the identity ``(dataset, scenario_id, track_id, step)`` of each
         row: equal codes are the same item (what ``exclude_self`` compares, vectorised)."""
         if self._key_codes is None:
             codes: dict[tuple[str, str, str, int], int] = {}
             column = np.empty(len(self), np.int64)
-            for i, key in enumerate(zip(self.dataset, self.scenario_id, self.track_id, self.step.tolist())):
+            for i, key in enumerate(self.keys()):
                 column[i] = codes.setdefault(key, len(codes))
             self._key_codes = codes, column
         return self._key_codes
@@ -292,11 +299,11 @@ def _as_matrix(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
     if array.ndim != 2:
         raise RetrievalIndexError(f"{what} must be a [Q, D] matrix, got shape {array.shape}")
     if array.shape[1] != dim:
-        raise RetrievalIndexError(f"{what} are {array.shape[1]}-dimensional, the index holds {dim}-dimensional vectors")
+        raise RetrievalIndexError(f"{what} are {array.shape[1]}-dimensional, the index {dim}-dimensional")
     array = np.ascontiguousarray(array, np.float32)
     bad = ~np.isfinite(array).all(axis=1)
     if bad.any():
-        raise RetrievalIndexError(f"{what}: {int(bad.sum())} of {len(array)} rows have non-finite values")
+        raise RetrievalIndexError(f"{what}: {int(bad.sum())} of {len(array)} vectors hold NaN or inf")
     return array
 
 
@@ -365,7 +372,7 @@ class EmbeddingIndex:
         dim = int(metadata.embedding_dim)
         if records.dim != dim:
             raise RetrievalIndexError(
-                f"records have {records.dim}-dimensional vectors, their metadata says embedding_dim={dim}"
+                f"records are {records.dim}-dimensional, their metadata says {dim} (embedding_dim)"
             )
         vectors = _as_matrix(records.vector, dim, "records' vectors")
         if settings.kind is IndexKind.FLAT:
@@ -443,17 +450,17 @@ class EmbeddingIndex:
             RetrievalIndexError: ``query_metadata`` differs from the index's in a field of
                 :data:`QUERY_IDENTITY_FIELDS`, or as :meth:`search`.
         """
-        expected = {name: getattr(query_metadata, name) for name in QUERY_IDENTITY_FIELDS}
-        problem = self.metadata.mismatch(expected)
+        # described from the queries' side: "seed is <theirs>, expected <the index's>"
+        problem = query_metadata.mismatch({name: getattr(self.metadata, name) for name in QUERY_IDENTITY_FIELDS})
         if problem is not None:
             raise RetrievalIndexError(
-                f"queries were embedded by {query_metadata.summary()}, the index holds {self.metadata.summary()} "
-                f"({problem})"
+                f"queries were embedded by {query_metadata.summary()}, the index holds {self.metadata.summary()}: "
+                f"{problem}"
             )
         if not exclude_self:
             return self.search(queries.vector, k)
         codes, _ = self.ids.key_codes()
-        keys = zip(queries.dataset, queries.scenario_id, queries.track_id, queries.step.tolist())
+        keys = zip(queries.dataset, queries.scenario_id, queries.track_id, queries.step.tolist(), strict=True)
         # -1: a query not in the index, which no row's code equals
         query_codes = np.fromiter((codes.get(key, -1) for key in keys), np.int64, count=len(queries))
         return self._search_excluding(queries.vector, k, query_codes)
@@ -474,26 +481,40 @@ class EmbeddingIndex:
         return np.ascontiguousarray(distances[:, :width]), np.ascontiguousarray(rows[:, :width])
 
     def search_id(
-        self, scenario_id: str, track_id: str, k: int, dataset: str | None = None, exclude_self: bool = True
+        self, scenario_id: str, track_id: str | None, k: int, dataset: str | None = None, exclude_self: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The neighbours of an item of the index itself (its stored vector), as ``[1, k]`` distances and rows.
+        """The neighbours of an item of the index itself, searched with its stored vector.
+
+        ``track_id`` / ``dataset`` None match any; exactly one row must match. With ``exclude_self`` the item is
+        not among its own neighbours (as :meth:`search_records`).
+
+        Returns:
+            ``[k] float32`` squared L2 distances and ``[k] int64`` rows (one query: 1-D).
 
         Raises:
-            RetrievalIndexError: no row has this id, or several do (another dataset or step: name ``dataset``).
+            RetrievalIndexError: no row matches, or several do (their track, dataset and step are listed).
         """
         rows = self.ids.find(scenario_id, track_id, dataset)
-        where = f"scenario {scenario_id!r} track {track_id!r}" + (f" of dataset {dataset!r}" if dataset else "")
+        where = f"scenario {scenario_id!r}" + (f" track {track_id!r}" if track_id is not None else "")
+        where += f" of dataset {dataset!r}" if dataset is not None else ""
         if not rows:
-            raise RetrievalIndexError(f"{where}: not in the index ({len(self)} rows)")
+            raise RetrievalIndexError(f"no item {where} in the index ({len(self)} rows)")
         if len(rows) > 1:
-            candidates = ", ".join(f"{self.ids.dataset[i]} step {int(self.ids.step[i])}" for i in rows)
-            raise RetrievalIndexError(f"{where}: {len(rows)} rows match ({candidates}); name the dataset")
+            shown = ", ".join(
+                f"track {self.ids.track_id[i]} of {self.ids.dataset[i]} step {int(self.ids.step[i])}" for i in rows[:5]
+            )
+            more = f", ... ({len(rows) - 5} more)" if len(rows) > 5 else ""
+            raise RetrievalIndexError(
+                f"{where} matches {len(rows)} items ({shown}{more}): give track_id / dataset to pick one"
+            )
         row = rows[0]
         vector = self._reconstruct(row)
-        if not exclude_self:
-            return self.search(vector, k)
-        _, row_codes = self.ids.key_codes()
-        return self._search_excluding(vector, k, row_codes[[row]])
+        if exclude_self:
+            _, row_codes = self.ids.key_codes()
+            distances, hits = self._search_excluding(vector, k, row_codes[[row]])
+        else:
+            distances, hits = self.search(vector, k)
+        return distances[0], hits[0]
 
     def _reconstruct(self, row: int) -> np.ndarray:
         if self.kind is IndexKind.IVF and not self._direct_map:
@@ -521,7 +542,7 @@ class EmbeddingIndex:
         manifest = {
             "format_version": FORMAT_VERSION,
             "kind": str(self.kind),
-            "settings": self.settings.to_dict(),
+            "settings": self.settings.as_json(),
             "ntotal": len(self),
             "dim": self.dim,
             "metadata": json.loads(self.metadata.to_json()),
@@ -553,26 +574,34 @@ class EmbeddingIndex:
         faiss = require_faiss()
         folder = Path(folder)
         if not folder.is_dir():
-            raise RetrievalIndexError(f"{folder}: no such index folder")
+            raise RetrievalIndexError(f"{folder}: not an index folder (no such folder)")
         manifest_path = folder / MANIFEST_FILE
         if not manifest_path.is_file():
-            raise RetrievalIndexError(f"{manifest_path}: missing (not an index folder, or its save did not finish)")
+            raise RetrievalIndexError(
+                f"{folder}: not an index folder ({MANIFEST_FILE} not found; or its save did not finish)"
+            )
         try:
             manifest = json.loads(manifest_path.read_bytes())
             version = manifest.get("format_version")
         except (OSError, ValueError, AttributeError) as exc:
             raise RetrievalIndexError(f"{manifest_path}: not a readable index manifest ({exc})") from None
         if version != FORMAT_VERSION:
-            raise RetrievalIndexError(f"{manifest_path}: index format version {version!r}, this code reads {FORMAT_VERSION}")
+            raise RetrievalIndexError(
+                f"{manifest_path}: index format version {version!r}, this code reads {FORMAT_VERSION}"
+            )
         try:
-            settings = IndexSettings.from_dict(manifest["settings"])
+            settings = IndexSettings.from_json(manifest["settings"])
             metadata = EmbeddingMetadata.from_json(json.dumps(manifest["metadata"]))
             ntotal, dim, files = int(manifest["ntotal"]), int(manifest["dim"]), manifest["files"]
             hashes = {name: str(files[name]["sha256"]) for name in (INDEX_FILE, IDS_FILE)}
         except (KeyError, TypeError, ValueError) as exc:
-            raise RetrievalIndexError(f"{manifest_path}: malformed index manifest ({type(exc).__name__}: {exc})") from None
+            raise RetrievalIndexError(
+                f"{manifest_path}: malformed index manifest ({type(exc).__name__}: {exc})"
+            ) from None
         if manifest.get("kind") != str(settings.kind):
-            raise RetrievalIndexError(f"{manifest_path}: kind {manifest.get('kind')!r} but settings say {settings.kind}")
+            raise RetrievalIndexError(
+                f"{manifest_path}: kind {manifest.get('kind')!r} but settings say {settings.kind}"
+            )
 
         problem = metadata.mismatch(expected or {})
         if problem is not None:
@@ -583,7 +612,7 @@ class EmbeddingIndex:
         for name, what in ((INDEX_FILE, "the FAISS index"), (IDS_FILE, "the id table")):
             path = folder / name
             if not path.is_file():
-                raise RetrievalIndexError(f"{path}: missing ({what} of {manifest_path})")
+                raise RetrievalIndexError(f"{folder}: {name} not found ({what}, listed in {MANIFEST_FILE})")
             data[name] = path.read_bytes()
             have = _sha256(data[name])
             if have != hashes[name]:
@@ -608,12 +637,19 @@ class EmbeddingIndex:
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RetrievalIndexError(f"{index_path}: not a readable FAISS index ({first})") from None
-        want_type = {IndexKind.FLAT: faiss.IndexFlat, IndexKind.IVF: faiss.IndexIVFFlat, IndexKind.HNSW: faiss.IndexHNSWFlat}
+        want_type = {
+            IndexKind.FLAT: faiss.IndexFlat,
+            IndexKind.IVF: faiss.IndexIVFFlat,
+            IndexKind.HNSW: faiss.IndexHNSWFlat,
+        }
         if not isinstance(index, want_type[settings.kind]) or index.metric_type != faiss.METRIC_L2:
-            raise RetrievalIndexError(f"{index_path}: a {type(index).__name__}, not the L2 {settings.kind} index of the manifest")
+            raise RetrievalIndexError(
+                f"{index_path}: a {type(index).__name__}, not the L2 {settings.kind} index of the manifest"
+            )
         if index.ntotal != ntotal or len(ids) != ntotal:
             raise RetrievalIndexError(
-                f"{folder}: {INDEX_FILE} holds {index.ntotal} vectors, {IDS_FILE} {len(ids)} rows, the manifest {ntotal}"
+                f"{folder}: {INDEX_FILE} holds {index.ntotal} vectors, {IDS_FILE} {len(ids)} rows, "
+                f"the manifest says {ntotal}"
             )
         if index.d != dim or dim != metadata.embedding_dim:
             raise RetrievalIndexError(
