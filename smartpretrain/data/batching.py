@@ -166,6 +166,13 @@ class EpochBatchSampler(Sampler[list[SampleKey]]):
         self._skip = 0  # batches to skip at the next __iter__ (a restored position)
         self._cache: tuple[int, list[np.ndarray]] | None = None
 
+    @property
+    def sampler(self) -> EpochBatchSampler:
+        """This batch sampler itself: Lightning moves a loader to each new epoch through
+        ``loader.batch_sampler.sampler.set_epoch`` and never calls the batch sampler's own, so without this the
+        epoch stayed 0 and every epoch repeated epoch 0's order and per-scene seeds."""
+        return self
+
     def set_epoch(self, epoch: int) -> None:
         if int(epoch) != self.epoch:
             self.epoch, self.batches_done, self._skip = int(epoch), 0, 0

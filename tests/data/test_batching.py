@@ -161,3 +161,22 @@ def test_scene_randomness_does_not_depend_on_workers(workers: int) -> None:
     assert got == items(0)
     if workers == 0:  # loading in the main process leaves its generator untouched
         assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_lightning_moves_the_batch_sampler_to_each_epoch() -> None:
+    # Lightning sets the epoch on `loader.sampler` and `loader.batch_sampler.sampler`, never on the batch sampler
+    # itself: without the hook every epoch would repeat epoch 0's order and per-scene seeds
+    from lightning_fabric.utilities.data import _set_sampler_epoch
+
+    sampler = EpochBatchSampler(ShuffledOrder(range(12), seed=2), batch_size=3, seed=2)
+    loader = ResumableDataLoader(_Keys(), batch_sampler=sampler, collate_fn=lambda b: b)
+    first = list(loader)
+    _set_sampler_epoch(loader, 1)
+    assert sampler.epoch == 1
+    second = list(loader)
+    assert second != first  # a new order
+    assert next(iter(sampler))[0].seed == sample_seed(2, 1, second[0][0])  # and the epoch's own per-scene seeds
+    # a restored mid-epoch position survives Lightning's set_epoch of that same epoch
+    sampler.load_state_dict({"epoch": 1, "batches_done": 2})
+    _set_sampler_epoch(loader, 1)
+    assert list(loader) == second[2:]
