@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,12 @@ def test_committed_benchmark_summary_matches_the_committed_results() -> None:
     check = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_report.py"), "--check"], capture_output=True,
                            text=True, cwd=REPO)  # fmt: skip
     assert check.returncode == 0, check.stderr
+
+
+def test_probe_study_rank_correlation() -> None:
+    spearman = load_script("study_probe").spearman
+    assert spearman([1.0, 2.0, 3.0], [10.0, 20.0, 30.0]) == pytest.approx(1.0)
+    assert spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    # ties share their mean rank: ranks (0.5, 0.5, 2) against (0, 1, 2)
+    assert spearman([1.0, 1.0, 5.0], [1.0, 2.0, 3.0]) == pytest.approx(0.8660254, abs=1e-6)
+    assert math.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
