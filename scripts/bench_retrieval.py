@@ -107,8 +107,17 @@ def timed_search(index: EmbeddingIndex, queries: np.ndarray, k: int, repeats: in
 
 
 def bench_kind(
-    kind: IndexKind, records: EmbeddingRecords, metadata: EmbeddingMetadata, queries: np.ndarray, k: int, seed: int
+    kind: IndexKind,
+    records: EmbeddingRecords,
+    metadata: EmbeddingMetadata,
+    queries: np.ndarray,
+    k: int,
+    seed: int,
+    truth: np.ndarray | None = None,
+    sweep: list[int] | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
+    """One kind at its default settings; with ``truth`` (flat's rows) and ``sweep``, also the search-time
+    trade-off: queries/s and recall@k at each ``nprobe`` (IVF) or ``efSearch`` (HNSW) of ``sweep``."""
     faiss = require_faiss()
     before = rss_bytes()
     start = time.perf_counter()
@@ -126,6 +135,15 @@ def bench_kind(
         "rss_delta_bytes": rss_delta,
         "queries_per_s": qps,
     }
+    knob = {IndexKind.IVF: "nprobe", IndexKind.HNSW: "ef_search"}.get(kind)
+    if sweep and knob is not None and truth is not None:
+        row["sweep"] = []
+        default = getattr(index.settings, knob)
+        for value in sweep:
+            index.configure(**{knob: int(value)})
+            qps_v, rows_v = timed_search(index, queries, k)
+            row["sweep"].append({knob: int(value), "queries_per_s": qps_v, "recall_at_k": recall_at_k(rows_v, truth)})
+        index.configure(**{knob: default})
     del index
     return row, rows
 
@@ -158,6 +176,8 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=256)
     parser.add_argument("--noise", type=float, default=0.1, help="per-coordinate std of a point around its centre")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--nprobe-sweep", type=int, nargs="*", default=[], help="IVF nprobe values to also time")
+    parser.add_argument("--ef-search-sweep", type=int, nargs="*", default=[], help="HNSW efSearch values to also time")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/retrieval_index.json"))
     args = parser.parse_args()
     if min(args.sizes) < args.k:
@@ -177,7 +197,8 @@ def main() -> None:
         # flat first: its rows are the truth the others' recall is measured against
         truth: np.ndarray | None = None
         for kind in [IndexKind.FLAT, *(k for k in kinds if k is not IndexKind.FLAT)]:
-            row, rows = bench_kind(kind, records, metadata, queries, args.k, args.seed)
+            sweep = {IndexKind.IVF: args.nprobe_sweep, IndexKind.HNSW: args.ef_search_sweep}.get(kind)
+            row, rows = bench_kind(kind, records, metadata, queries, args.k, args.seed, truth, sweep)
             if kind is IndexKind.FLAT:
                 truth = rows
             assert truth is not None
@@ -190,6 +211,9 @@ def main() -> None:
                 f"{row['rss_delta_bytes'] / 2**20:>9.1f} {row['queries_per_s']:>11.0f} {row['recall_at_k']:>9.4f}",
                 flush=True,
             )
+            for point in row.get("sweep", []):
+                knob = "nprobe" if "nprobe" in point else "ef_search"
+                print(f"{'':>15} {knob}={point[knob]:<5} {point['queries_per_s']:>30.0f} {point['recall_at_k']:>9.4f}")
         del records, bank
 
     report = {
