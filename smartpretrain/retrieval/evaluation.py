@@ -39,9 +39,11 @@ __all__ = [
     "evaluate_rows",
     "maneuver_counts",
     "maneuver_purity",
+    "query_sample",
     "random_rows",
     "raw_coordinate_rows",
     "retrieval_errors",
+    "score_line",
     "score_methods",
 ]
 
@@ -154,3 +156,18 @@ def maneuver_counts(labels: np.ndarray) -> dict[str, int]:
     """How many windows carry each maneuver label (for the tables' context)."""
     values, counts = np.unique(np.asarray(labels), return_counts=True)
     return {Maneuver(int(v)).label: int(c) for v, c in zip(values, counts, strict=True)}
+
+
+def query_sample(num_queries: int, limit: int | None, seed: int) -> np.ndarray | None:
+    """Sorted rows of a seeded sample of ``limit`` of ``num_queries`` queries; None when all are kept."""
+    if limit is None or num_queries <= int(limit):
+        return None
+    return np.sort(np.random.default_rng(int(seed)).choice(num_queries, int(limit), replace=False))
+
+
+def score_line(score: RetrievalScores) -> str:
+    """One printed line of a score."""
+    return (
+        f"{score.method:>9} k={score.k:<3} minADE {score.min_ade:.3f}  minFDE {score.min_fde:.3f}  "
+        f"purity {score.purity:.3f}"
+    )

@@ -38,8 +38,14 @@ from smartpretrain.embeddings.trajectories import (
 from smartpretrain.io.atomic import atomic_write_json
 from smartpretrain.io.checkpoint_sources import sha256_file
 from smartpretrain.io.checkpoints import CheckpointError
-from smartpretrain.retrieval.evaluation import maneuver_counts, score_methods
-from smartpretrain.retrieval.index import EmbeddingIndex, IndexKind, IndexSettings, RetrievalIndexError
+from smartpretrain.retrieval.evaluation import maneuver_counts, query_sample, score_line, score_methods
+from smartpretrain.retrieval.index import (
+    QUERY_IDENTITY_FIELDS,
+    EmbeddingIndex,
+    IndexKind,
+    IndexSettings,
+    RetrievalIndexError,
+)
 from smartpretrain.retrieval.probe import ProbeBank, knn_forecast, probe_scores, random_forecast
 from smartpretrain.runs.guards import RunConfigError, check_choice, check_range
 from smartpretrain.runs.trainer import save_run_config
@@ -170,9 +176,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     qkeys = list(zip(records.dataset, records.scenario_id, records.track_id, records.step.tolist(), strict=True))
     qwin = _aligned(extract_windows(query_cache, spec, queries.metadata.num_scenes), qkeys, "queries")
     vectors = records.vector
-    limit = cfg.max_queries
-    if limit is not None and len(qwin) > int(limit):
-        pick = np.sort(np.random.default_rng(int(cfg.seed)).choice(len(qwin), int(limit), replace=False))
+    pick = query_sample(len(qwin), cfg.max_queries, int(cfg.seed))
+    if pick is not None:
         qwin, vectors, rows = qwin.take(pick), vectors[pick], rows[pick]
     scores = score_methods(qwin, bank, {"embedding": rows}, ks, seed=int(cfg.seed))
     out = {
@@ -186,10 +191,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     }
     atomic_write_json(out_dir / "retrieval.json", out)
     for s in scores:
-        print(
-            f"{s.method:>9} k={s.k:<3} minADE {s.min_ade:.3f}  minFDE {s.min_fde:.3f}  purity {s.purity:.3f}",
-            flush=True,
-        )
+        print(score_line(s), flush=True)
     if cfg.plot:
         from smartpretrain.viz.retrieval_plot import plot_embedding_map, plot_query_neighbours
 
@@ -202,19 +204,8 @@ def probe(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """The k-NN forecasting probe of ``cfg.bank`` / ``cfg.queries``; writes ``probe.json``."""
     bank_file = read_embeddings(Path(_need(cfg, "bank")))
     query_file = read_embeddings(Path(_need(cfg, "queries")))
-    same = {
-        f: getattr(bank_file.metadata, f)
-        for f in (
-            "model",
-            "embedding_dim",
-            "model_config",
-            "checkpoint",
-            "checkpoint_sha256",
-            "branch",
-            "seed",
-            "reduction",
-        )
-    }
+    # the same weights and the same reduction made both files
+    same = {f: getattr(bank_file.metadata, f) for f in (*QUERY_IDENTITY_FIELDS, "reduction")}
     problem = query_file.metadata.mismatch(same)
     if problem:
         raise RetrieveError(f"{cfg.queries} and {cfg.bank} were embedded differently: {problem}")

@@ -44,7 +44,7 @@ from smartpretrain.embeddings.trajectory_encoder import TrajectoryEncoder, Traje
 from smartpretrain.io.atomic import atomic_write_json
 from smartpretrain.io.checkpoint_sources import sha256_file
 from smartpretrain.io.checkpoints import CheckpointError, load_checkpoint
-from smartpretrain.retrieval.evaluation import maneuver_counts, score_methods
+from smartpretrain.retrieval.evaluation import maneuver_counts, query_sample, score_line, score_methods
 from smartpretrain.retrieval.index import EmbeddingIndex, IndexKind, IndexSettings, RetrievalIndexError
 from smartpretrain.runs.guards import RunConfigError, check_choice, check_range
 from smartpretrain.runs.trainer import build_trainer, resume_checkpoint, save_run_config, split_dir
@@ -333,11 +333,9 @@ def finish(
     index = EmbeddingIndex.build(train.ids(bank_vectors), bank_meta, index_settings)
     index.save(out_dir / "index")
     queries = val
-    limit = cfg.evaluate.max_queries
-    if limit is not None and len(val) > int(limit):
-        pick = np.sort(np.random.default_rng(int(cfg.seed)).choice(len(val), int(limit), replace=False))
-        queries = val.take(pick)
-        query_vectors = query_vectors[pick]
+    pick = query_sample(len(val), cfg.evaluate.max_queries, int(cfg.seed))
+    if pick is not None:
+        queries, query_vectors = val.take(pick), query_vectors[pick]
     ks = [int(k) for k in cfg.evaluate.ks]
     _, rows = index.search(query_vectors, max(ks))
     scores = score_methods(queries, train, {"embedding": rows}, ks, seed=int(cfg.seed))
@@ -356,9 +354,6 @@ def finish(
     }
     atomic_write_json(out_dir / "retrieval.json", summary)
     for s in scores:
-        print(
-            f"{s.method:>9} k={s.k:<3} minADE {s.min_ade:.3f}  minFDE {s.min_fde:.3f}  purity {s.purity:.3f}",
-            flush=True,
-        )
+        print(score_line(s), flush=True)
     print(f"wrote {out_dir / 'retrieval.json'}", flush=True)
     return summary
