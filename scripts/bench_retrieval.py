@@ -35,7 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from smartpretrain.embeddings.records import AgentSelection, EmbeddingMetadata, EmbeddingRecords, QueryReduction
+from smartpretrain.embeddings.records import (
+    AgentSelection,
+    CacheSplit,
+    EmbeddingMetadata,
+    EmbeddingRecords,
+    QueryReduction,
+)
 from smartpretrain.io.atomic import atomic_write_json
 from smartpretrain.retrieval.index import EmbeddingIndex, IndexKind, IndexSettings, require_faiss
 
@@ -73,9 +79,7 @@ def bench_metadata(dim: int, n: int, seed: int) -> EmbeddingMetadata:
         embedding_dim=dim,
         agents=AgentSelection.FOCAL,
         reduction=QueryReduction.LAST,
-        cache="generated",
-        cache_fingerprint="-",
-        num_scenes=n,
+        caches=(CacheSplit("generated", "-", n),),
         seed=seed,
     )
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,8 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from smartpretrain.io.atomic import atomic_write_text  # noqa: E402
-from smartpretrain.io.run_outputs import machine_info  # noqa: E402
+from smartpretrain.io.run_outputs import run_logged, write_study_outputs  # noqa: E402
 
 PROBE_METRICS = ("minADE_6", "minFDE_6", "MR_6")
 
@@ -51,14 +49,6 @@ def spearman(a: list[float], b: list[float]) -> float:
     if ra.std() == 0 or rb.std() == 0:
         return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def run(command: list[str], log: Path) -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as out:
-        done = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command[:4])} ... failed (exit {done.returncode}); see {log}")
 
 
 def main() -> None:
@@ -91,17 +81,17 @@ def main() -> None:
         target = args.out / name / f"{split}.parquet"
         if not target.exists():
             folder = args.out / name / f"embed_{split}"
-            run([py, "-m", "smartpretrain.embed", *common, f"split={split}", f"output={target}", *weights,
-                 f"hydra.run.dir={folder}"], args.out / name / f"embed_{split}.log")  # fmt: skip
+            run_logged([py, "-m", "smartpretrain.embed", *common, f"split={split}", f"output={target}", *weights,
+                        f"hydra.run.dir={folder}"], args.out / name / f"embed_{split}.log", cwd=REPO)  # fmt: skip
         return target
 
     def probe(name: str, weights: list[str]) -> dict[str, Any]:
         result = args.out / name / "probe" / "probe.json"
         if not result.exists():
             bank, queries = embed(name, "train", weights), embed(name, "val", weights)
-            run([py, "-m", "smartpretrain.retrieve", "action=probe", "data=av1", f"bank={bank}",
-                 f"queries={queries}", f"k={args.k}", f"hydra.run.dir={result.parent}"],
-                args.out / name / "probe.log")  # fmt: skip
+            run_logged([py, "-m", "smartpretrain.retrieve", "action=probe", "data=av1", f"bank={bank}",
+                        f"queries={queries}", f"k={args.k}", f"hydra.run.dir={result.parent}"],
+                       args.out / name / "probe.log", cwd=REPO)  # fmt: skip
         scores = json.loads(result.read_text())["scores"]
         print(
             f"{name}: " + "  ".join(f"{s['method']} minFDE_{args.k} {s[f'minFDE_{args.k}']:.3f}" for s in scores),
@@ -174,7 +164,6 @@ def main() -> None:
         table += f"; Spearman rho(probe minFDE_6, fine-tuned minFDE_6) over {len(ranked)} arms = {rho:.2f}"
     result = {
         "args": json.loads(json.dumps(vars(args), default=str)),
-        "machine": machine_info(),
         "rows": rows,
         "references": refs,
         "probe_order": by_probe,
@@ -182,10 +171,7 @@ def main() -> None:
         "probes": probes,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "results.json", json.dumps(result, indent=2))
-    atomic_write_text(args.out / "results.md", table + "\n")
-    print("\n" + table)
+    write_study_outputs(args.out, result, table)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,8 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from smartpretrain.io.atomic import atomic_write_text  # noqa: E402
-from smartpretrain.io.run_outputs import machine_info  # noqa: E402
+from smartpretrain.io.run_outputs import run_logged, write_study_outputs  # noqa: E402
 
 
 def main() -> None:
@@ -55,12 +53,8 @@ def main() -> None:
                                f"objective.similarity={similarity}", f"seed={seed}", f"max_epochs={args.epochs}",
                                f"evaluate.ks=[{','.join(map(str, args.ks))}]", "+trainer.enable_progress_bar=false",
                                *args.overrides, f"hydra.run.dir={run_dir}"]  # fmt: skip
-                    run_dir.mkdir(parents=True, exist_ok=True)
                     t0 = time.perf_counter()
-                    with (run_dir / "run.log").open("w") as log:
-                        done = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=False)
-                    if done.returncode != 0:
-                        raise SystemExit(f"d{dim} {similarity} seed {seed} failed; see {run_dir / 'run.log'}")
+                    run_logged(command, run_dir / "run.log", cwd=REPO)
                     print(f"d{dim} {similarity} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
                 summary = json.loads(result.read_text())
                 cells.append({"dim": dim, "similarity": similarity, "seed": seed, **summary})
@@ -95,16 +89,12 @@ def main() -> None:
               f"{first['window_steps']} steps; query maneuvers {first['maneuvers_queries']}")  # fmt: skip
     result = {
         "args": json.loads(json.dumps(vars(args), default=str)),
-        "machine": machine_info(),
         "rows": rows,
         "references": references,
         "cells": cells,
         "seconds_this_invocation": round(time.perf_counter() - start, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "results.json", json.dumps(result, indent=2))
-    atomic_write_text(args.out / "results.md", table + "\n")
-    print("\n" + table)
+    write_study_outputs(args.out, result, table)
 
 
 if __name__ == "__main__":

@@ -165,3 +165,14 @@ def test_probe_study_rank_correlation() -> None:
     # ties share their mean rank: ranks (0.5, 0.5, 2) against (0, 1, 2)
     assert spearman([1.0, 1.0, 5.0], [1.0, 2.0, 3.0]) == pytest.approx(0.8660254, abs=1e-6)
     assert math.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+
+
+def test_run_logged_names_the_failed_stage_and_its_log(tmp_path: Path) -> None:
+    from smartpretrain.io.run_outputs import run_logged
+
+    log = tmp_path / "stage" / "run.log"
+    run_logged([sys.executable, "-c", "print('fine')"], log)
+    assert log.read_text().strip() == "fine"
+    with pytest.raises(SystemExit, match=r"failed \(exit 3\); see .*run\.log"):
+        run_logged([sys.executable, "-c", "import sys; print('bad'); sys.exit(3)"], log)
+    assert log.read_text().strip() == "bad"

@@ -32,6 +32,7 @@ from smartpretrain.data.datamodule import SceneDataset
 from smartpretrain.data.worker_transfer import worker_collate
 from smartpretrain.embeddings.records import (
     AgentSelection,
+    CacheSplit,
     EmbeddingMetadata,
     EmbeddingRecords,
     EmbeddingWriter,
@@ -197,9 +198,7 @@ def embed_cache(
         embedding_dim=embedding_dim(backbone),
         agents=settings.agents,
         reduction=settings.reduction,
-        cache=str(split_dir.resolve()),
-        cache_fingerprint=cache_fingerprint(split_dir),
-        num_scenes=num_scenes,
+        caches=(CacheSplit(str(split_dir.resolve()), cache_fingerprint(split_dir), num_scenes),),
         model_config=dict(weights.model_config),
         checkpoint=weights.checkpoint,
         checkpoint_sha256=weights.checkpoint_sha256,

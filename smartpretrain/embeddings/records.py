@@ -17,7 +17,8 @@ column          type                               meaning
 
 The schema's metadata key :data:`METADATA_KEY` holds :class:`EmbeddingMetadata` as JSON: which model and weights
 made the vectors (class, config, checkpoint source + sha256, SSL branch, seed), how (agents, query reduction),
-and from which cache (folder, :func:`~smartpretrain.embeddings.extract.cache_fingerprint`, scenes embedded). A
+and from which caches (for each split folder: its path, :func:`~smartpretrain.embeddings.extract.cache_fingerprint`
+and the number of scenes embedded; a mixture's vectors list every component's split). A
 reader states what it expects (:func:`read_embeddings` ``expected=``) and a file that differs is refused with
 one line naming the field: vectors of another model, dimension or cache are never mixed silently.
 
@@ -49,6 +50,7 @@ __all__ = [
     "FORMAT_VERSION",
     "METADATA_KEY",
     "AgentSelection",
+    "CacheSplit",
     "EmbeddingFile",
     "EmbeddingFileError",
     "EmbeddingMetadata",
@@ -62,8 +64,9 @@ __all__ = [
     "write_embeddings",
 ]
 
-#: version of the file layout (columns + metadata fields); a reader refuses any other
-FORMAT_VERSION = 1
+#: version of the file layout (columns + metadata fields); a reader refuses any other (2: ``caches`` lists every
+#: cache split, for vectors of a mixture, where 1 had one ``cache``)
+FORMAT_VERSION = 2
 #: the schema metadata key holding :class:`EmbeddingMetadata` (JSON)
 METADATA_KEY = b"smartpretrain.embeddings"
 
@@ -109,6 +112,25 @@ def role_name(role: int) -> str:
 
 
 @dataclass(frozen=True)
+class CacheSplit:
+    """One cache split folder whose first ``num_scenes`` scenes were embedded.
+
+    Attributes:
+        path: the split folder, absolute.
+        fingerprint: :func:`~smartpretrain.embeddings.extract.cache_fingerprint` of it when it was embedded.
+        num_scenes: how many of its scenes (the first ones, in cache order).
+    """
+
+    path: str
+    fingerprint: str
+    num_scenes: int
+
+    def __post_init__(self) -> None:
+        if int(self.num_scenes) < 0:
+            raise ValueError(f"num_scenes must be >= 0, got {self.num_scenes}")
+
+
+@dataclass(frozen=True)
 class EmbeddingMetadata:
     """What made the vectors of a file (stored in its schema metadata; see the module docstring).
 
@@ -117,9 +139,8 @@ class EmbeddingMetadata:
         embedding_dim: D, the width of ``vector``.
         agents: which agents were embedded.
         reduction: how query steps were reduced.
-        cache: the cache split folder (absolute path) the scenes came from.
-        cache_fingerprint: :func:`~smartpretrain.embeddings.extract.cache_fingerprint` of that folder.
-        num_scenes: how many scenes of the split were embedded (its first ``num_scenes``).
+        caches: the cache splits the scenes came from, in the order of the rows (one for a single dataset, one
+            per component for a mixture).
         model_config: the backbone's constructor arguments as plain JSON values (empty when unknown).
         checkpoint: where the weights came from (a path / URL as given; None: the freshly seeded model).
         checkpoint_sha256: sha256 of the checkpoint file (None without one).
@@ -132,9 +153,7 @@ class EmbeddingMetadata:
     embedding_dim: int
     agents: AgentSelection
     reduction: QueryReduction
-    cache: str
-    cache_fingerprint: str
-    num_scenes: int
+    caches: tuple[CacheSplit, ...]
     model_config: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
@@ -145,8 +164,31 @@ class EmbeddingMetadata:
     def __post_init__(self) -> None:
         object.__setattr__(self, "agents", AgentSelection(self.agents))
         object.__setattr__(self, "reduction", QueryReduction(self.reduction))
+        caches = tuple(c if isinstance(c, CacheSplit) else CacheSplit(**c) for c in self.caches)
+        object.__setattr__(self, "caches", caches)
         if int(self.embedding_dim) < 1:
             raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
+        if not caches:
+            raise ValueError("caches: at least one cache split")
+
+    @property
+    def num_scenes(self) -> int:
+        """Scenes embedded over all cache splits."""
+        return sum(int(c.num_scenes) for c in self.caches)
+
+    def single_cache(self) -> CacheSplit:
+        """The one cache split of single-dataset vectors.
+
+        Raises:
+            ValueError: the vectors come from several (a mixture), naming them.
+        """
+        if len(self.caches) != 1:
+            raise ValueError(f"expected vectors of one cache split, got {len(self.caches)}: {self.cache_names()}")
+        return self.caches[0]
+
+    def cache_names(self) -> str:
+        """The cache split folders, comma-separated (for messages)."""
+        return ", ".join(c.path for c in self.caches)
 
     def to_json(self) -> str:
         values = asdict(self)
@@ -183,7 +225,7 @@ class EmbeddingMetadata:
         weights = self.checkpoint or f"seed {self.seed}"
         if self.branch:
             weights += f" ({self.branch} branch)"
-        return f"{self.model} D={self.embedding_dim}, weights {weights}, {self.agents} agents of {self.cache}"
+        return f"{self.model} D={self.embedding_dim}, weights {weights}, {self.agents} agents of {self.cache_names()}"
 
 
 def embedding_schema(metadata: EmbeddingMetadata) -> pa.Schema:

@@ -1,5 +1,5 @@
 """Reading and writing the outputs of runs: stage results to resume from, the best kept checkpoint, per-epoch
-logger curves, JSON reports.
+logger curves, JSON reports, a study's stage run as a logged subprocess.
 
 Shared by the pipeline (:mod:`smartpretrain.runs.pipeline`: the demo, the studies) and the benchmark scripts
 (``scripts/bench_*.py``) so a resumed stage, a validation curve and a benchmark report mean the same thing
@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import platform
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,3 +83,24 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps({"machine": machine_info(), **report}, indent=2))
     print(f"wrote {path}")
+
+
+def run_logged(command: Sequence[str], log: Path, cwd: Path | None = None) -> None:
+    """Run one stage of a study as a subprocess, its stdout and stderr in ``log`` (parents created).
+
+    Raises:
+        SystemExit: the stage failed, with one line naming it and its log.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        done = subprocess.run(list(command), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:4])} ... failed (exit {done.returncode}); see {log}")
+
+
+def write_study_outputs(out: Path, result: dict[str, Any], table: str) -> None:
+    """A study's ``results.json`` (with the machine it ran on, :func:`write_report`) and ``results.md`` (its
+    table), both atomic; then the table on stdout."""
+    write_report(out / "results.json", result)
+    atomic_write_text(out / "results.md", table + "\n")
+    print("\n" + table)

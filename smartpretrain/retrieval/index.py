@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 #: version of the folder layout (files + manifest fields); a reader refuses any other
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: its embedding metadata lists ``caches`` (embeddings format 2)
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"
 MANIFEST_FILE = "index.json"

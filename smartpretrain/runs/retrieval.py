@@ -26,7 +26,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from smartpretrain.embeddings.extract import cache_fingerprint
-from smartpretrain.embeddings.records import AgentSelection, EmbeddingFileError, EmbeddingMetadata, read_embeddings
+from smartpretrain.embeddings.records import (
+    AgentSelection,
+    CacheSplit,
+    EmbeddingFileError,
+    EmbeddingMetadata,
+    read_embeddings,
+)
 from smartpretrain.embeddings.trajectories import (
     TrajectorySet,
     TrajectoryWindow,
@@ -142,13 +148,30 @@ def _window_spec(meta: EmbeddingMetadata) -> WindowSpec:
     )
 
 
-def _fresh_cache(meta: EmbeddingMetadata, role: str) -> Path:
-    cache = Path(meta.cache)
-    if not cache.is_dir():
-        raise RetrieveError(f"the {role}'s cache {cache} is gone: its windows cannot be re-cut")
-    if cache_fingerprint(cache) != meta.cache_fingerprint:
-        raise RetrieveError(f"the {role}'s cache {cache} changed since it was embedded (fingerprint): embed it again")
-    return cache
+def _fresh_caches(meta: EmbeddingMetadata, role: str) -> list[CacheSplit]:
+    """The cache splits of ``meta``, each still there and unchanged since it was embedded."""
+    for split in meta.caches:
+        path = Path(split.path)
+        if not path.is_dir():
+            raise RetrieveError(f"the {role}'s cache {path} is gone: its windows cannot be re-cut")
+        if cache_fingerprint(path) != split.fingerprint:
+            raise RetrieveError(
+                f"the {role}'s cache {path} changed since it was embedded (fingerprint): embed it again"
+            )
+    return list(meta.caches)
+
+
+def _cut_windows(meta: EmbeddingMetadata, spec: WindowSpec, role: str) -> TrajectorySet:
+    """The windows of every cache split of ``meta`` (its first ``num_scenes`` each), in the order of the splits."""
+    parts = [extract_windows(Path(c.path), spec, c.num_scenes) for c in _fresh_caches(meta, role)]
+    return TrajectorySet.concat(parts, spec.window.num_steps)
+
+
+def _single_cache(meta: EmbeddingMetadata, role: str) -> Path:
+    """The one fresh cache split of backbone vectors (the probe reads futures from it)."""
+    if len(meta.caches) != 1:
+        raise RetrieveError(f"action=probe takes the vectors of one cache split; the {role} has {meta.cache_names()}")
+    return Path(_fresh_caches(meta, role)[0].path)
 
 
 def _aligned(windows: TrajectorySet, keys: list[tuple[str, str, str, int]], role: str) -> TrajectorySet:
@@ -170,11 +193,10 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     spec = _window_spec(index.metadata)
     if _window_spec(queries.metadata) != spec:
         raise RetrieveError("the queries were cut with another window than the index's vectors")
-    bank_cache, query_cache = _fresh_cache(index.metadata, "index"), _fresh_cache(queries.metadata, "queries")
-    bank = _aligned(extract_windows(bank_cache, spec, index.metadata.num_scenes), index.ids.keys(), "index")
+    bank = _aligned(_cut_windows(index.metadata, spec, "index"), index.ids.keys(), "index")
     records = queries.records
     qkeys = list(zip(records.dataset, records.scenario_id, records.track_id, records.step.tolist(), strict=True))
-    qwin = _aligned(extract_windows(query_cache, spec, queries.metadata.num_scenes), qkeys, "queries")
+    qwin = _aligned(_cut_windows(queries.metadata, spec, "queries"), qkeys, "queries")
     vectors = records.vector
     pick = query_sample(len(qwin), cfg.max_queries, int(cfg.seed))
     if pick is not None:
@@ -210,17 +232,16 @@ def probe(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if problem:
         raise RetrieveError(f"{cfg.queries} and {cfg.bank} were embedded differently: {problem}")
     k = int(cfg.k)
-    bank_cache, query_cache = _fresh_cache(bank_file.metadata, "bank"), _fresh_cache(query_file.metadata, "queries")
+    bank_cache, query_cache = _single_cache(bank_file.metadata, "bank"), _single_cache(query_file.metadata, "queries")
     future_steps = int(cfg.num_future_steps)
     history_steps = int(cfg.num_history_steps)
     bank_future, bank_valid = agent_futures(bank_cache, bank_file.records, future_steps)
     target, target_valid = agent_futures(query_cache, query_file.records, future_steps)
-    keep = bank_valid.all(axis=1)
     bank = ProbeBank.complete(bank_file.records.vector, bank_future, bank_valid)
     results = [probe_scores("embedding", *knn_forecast(bank, query_file.records.vector, k), target, target_valid)]
     bank_hist, _ = agent_history(bank_cache, bank_file.records, history_steps)
     query_hist, _ = agent_history(query_cache, query_file.records, history_steps)
-    raw_bank = ProbeBank(bank_hist[keep].reshape(int(keep.sum()), -1), bank_future[keep])
+    raw_bank = ProbeBank.complete(bank_hist.reshape(len(bank_hist), -1), bank_future, bank_valid)
     results.append(
         probe_scores("raw", *knn_forecast(raw_bank, query_hist.reshape(len(query_hist), -1), k), target, target_valid)
     )

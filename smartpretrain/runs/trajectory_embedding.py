@@ -1,7 +1,11 @@
 """The work behind ``python -m smartpretrain.train_embed`` (``train_embed.sh``): train a trajectory encoder
-(:class:`~smartpretrain.tasks.trajectory_embedding.TrajectoryEmbeddingTask`) on the windows of a cache split,
-then embed the train windows (the bank) and the val windows (the queries) with the best checkpoint, index the
-bank with FAISS, and score retrieval against the raw-coordinate and random references.
+(:class:`~smartpretrain.tasks.trajectory_embedding.TrajectoryEmbeddingTask`) on the windows of a cache split or
+of a mixture (``data=mix_*``: every component's split; batches drawn by the mixture weights, as pre-training does
+with scenes), then embed the train windows (the bank) and the val windows (the queries) with the best checkpoint,
+index the bank with FAISS, and score retrieval against the raw-coordinate and random references.
+
+A mixture's components must share one step (``dt``): the encoder sees a fixed number of steps. With
+``window.length_s=null`` the window runs to the end of the shortest scene length among them.
 
 Run folder: ``config.yaml`` + ``seed.json``, ``checkpoints/`` (best by ``val_loss`` + ``last.ckpt``, exact
 resume through ``resume=``), ``bank.parquet`` and ``queries.parquet`` (:mod:`smartpretrain.embeddings.records`;
@@ -11,13 +15,16 @@ their metadata names the encoder, its config with the window, the checkpoint and
 
 Refused before any work (:class:`TrainEmbedError`, one line): a bad window (``window.length_s`` not positive or
 longer than the scenes, ``window.min_valid_fraction`` outside (0, 1]), a bad encoder or objective option, an
-unknown ``index.kind``, a missing or empty split, and a split without a single window.
+unknown ``index.kind``, a missing or empty split, a mixture whose components have different steps, and a split
+without a single window.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +34,16 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from smartpretrain.data.batching import EpochBatchSampler, ResumableDataLoader, SampleKey, ShuffledOrder
+from smartpretrain.data.batching import EpochBatchSampler, MixtureOrder, ResumableDataLoader, SampleKey, ShuffledOrder
 from smartpretrain.data.cache import CacheError, SceneCache
+from smartpretrain.data.datamodule import MixtureSpec
+from smartpretrain.data.sampler import MixtureSampler
+from smartpretrain.data.sources import DataSource, data_sources, mixture_spec
 from smartpretrain.embeddings.extract import cache_fingerprint
 from smartpretrain.embeddings.mining import MiningSchedule
 from smartpretrain.embeddings.records import (
     AgentSelection,
+    CacheSplit,
     EmbeddingFileError,
     EmbeddingMetadata,
     QueryReduction,
@@ -47,12 +58,13 @@ from smartpretrain.io.checkpoints import CheckpointError, load_checkpoint
 from smartpretrain.retrieval.evaluation import maneuver_counts, query_sample, score_line, score_methods
 from smartpretrain.retrieval.index import EmbeddingIndex, IndexKind, IndexSettings, RetrievalIndexError
 from smartpretrain.runs.guards import RunConfigError, check_choice, check_range
-from smartpretrain.runs.trainer import build_trainer, resume_checkpoint, save_run_config, split_dir
+from smartpretrain.runs.trainer import build_trainer, resume_checkpoint, save_run_config
 from smartpretrain.tasks.trajectory_embedding import TrajectoryEmbeddingTask
 
 __all__ = [
     "ENCODER_MODEL",
     "EXPECTED_ERRORS",
+    "SplitInfo",
     "TrainEmbedError",
     "WindowDataModule",
     "WindowDataset",
@@ -60,6 +72,7 @@ __all__ = [
     "encoder_metadata",
     "load_encoder",
     "run",
+    "split_info",
     "window_spec",
 ]
 
@@ -88,26 +101,56 @@ class WindowDataset(Dataset):
         return self.positions[index], self.valid[index]
 
 
-def scene_dt(split: Path) -> tuple[float, int]:
-    """The split's step (s) and steps per scene, read from its first scene."""
-    cache = SceneCache(split)
+@dataclass(frozen=True)
+class SplitInfo:
+    """A cache split feeding the run: where, its timeline (read from its first scene) and the scenes it gives."""
+
+    source: DataSource
+    dt: float
+    steps_per_scene: int
+    #: scenes windowed: all of the split's, or its first ``limit_scenes``
+    num_scenes: int
+
+    @property
+    def path(self) -> Path:
+        return self.source.path
+
+
+def split_info(source: DataSource, limit_scenes: int | None) -> SplitInfo:
+    """The split's step (s), steps per scene and scenes used.
+
+    Raises:
+        TrainEmbedError: the split is missing or empty.
+    """
+    if not source.path.is_dir():
+        raise TrainEmbedError(f"cache split {source.path} does not exist (convert it first: smartpretrain.convert)")
+    cache = SceneCache(source.path)
     try:
         if len(cache) == 0:
-            raise TrainEmbedError(f"{split} has no scenes")
+            raise TrainEmbedError(f"{source.path} has no scenes")
         scene = cache[0]
-        return float(scene.dt), int(scene.num_steps)
+        count = len(cache) if limit_scenes is None else min(len(cache), int(limit_scenes))
+        return SplitInfo(source, float(scene.dt), int(scene.num_steps), count)
     finally:
         cache.close()
 
 
-def window_spec(cfg: DictConfig, split: Path) -> WindowSpec:
-    """``cfg.window`` on the split's timeline (seconds → steps with the scenes' own ``dt``).
+def window_spec(cfg: DictConfig, splits: Sequence[SplitInfo]) -> WindowSpec:
+    """``cfg.window`` on the splits' shared timeline (seconds → steps with the scenes' own ``dt``).
 
     Raises:
-        TrainEmbedError: naming the option.
+        TrainEmbedError: naming the option, or the two splits whose steps differ.
     """
     w = cfg.window
-    dt, num_steps = scene_dt(split)
+    first = splits[0]
+    for other in splits[1:]:
+        if not math.isclose(other.dt, first.dt, rel_tol=1e-6):
+            raise TrainEmbedError(
+                f"{first.path} has steps of {first.dt} s and {other.path} of {other.dt} s: one encoder needs one "
+                f"timeline (leave one of them out of data.components)"
+            )
+    dt, num_steps = first.dt, min(s.steps_per_scene for s in splits)
+    shortest = min(splits, key=lambda s: s.steps_per_scene).path
     check_choice("window.agents", w.agents, [a.value for a in AgentSelection])
     check_range("window.start_s", w.start_s, 0.0)
     start = round(float(w.start_s) / dt)
@@ -119,7 +162,7 @@ def window_spec(cfg: DictConfig, split: Path) -> WindowSpec:
     if length < 2 or start + length > num_steps:
         raise TrainEmbedError(
             f"window.start_s={w.start_s} + window.length_s={w.length_s} gives steps [{start}, {start + length}) "
-            f"but the scenes of {split} have {num_steps} steps of {dt} s (and a window needs >= 2)"
+            f"but the scenes of {shortest} have {num_steps} steps of {dt} s (and a window needs >= 2)"
         )
     frac = float(w.min_valid_fraction)
     if not 0.0 < frac <= 1.0:
@@ -139,6 +182,7 @@ def check_options(cfg: DictConfig) -> tuple[TrajectoryEncoderConfig, IndexSettin
         check_range("batch_size", cfg.batch_size, 8, integer=True)
         check_range("num_workers", cfg.num_workers, 0, integer=True)
         check_range("limit_scenes", cfg.limit_scenes, 1, integer=True, allow_none=True)
+        check_range("windows_per_epoch", cfg.get("windows_per_epoch"), 1, integer=True, allow_none=True)
         check_range("evaluate.max_queries", cfg.evaluate.max_queries, 1, integer=True, allow_none=True)
         for k in cfg.evaluate.ks:
             check_range("evaluate.ks", k, 1, integer=True)
@@ -155,8 +199,7 @@ def encoder_metadata(
     config: TrajectoryEncoderConfig,
     spec: WindowSpec,
     cfg: DictConfig,
-    split: Path,
-    num_scenes: int,
+    splits: Sequence[SplitInfo],
     checkpoint: Path | None,
 ) -> EmbeddingMetadata:
     """What made a file of this encoder's vectors (the window is part of the model config: another window is
@@ -176,9 +219,7 @@ def encoder_metadata(
         embedding_dim=config.embedding_dim,
         agents=spec.agents,
         reduction=QueryReduction.LAST,
-        cache=str(split.resolve()),
-        cache_fingerprint=cache_fingerprint(split),
-        num_scenes=num_scenes,
+        caches=tuple(CacheSplit(str(s.path.resolve()), cache_fingerprint(s.path), s.num_scenes) for s in splits),
         model_config=model_config,
         checkpoint=None if checkpoint is None else str(checkpoint),
         checkpoint_sha256=None if checkpoint is None else sha256_file(checkpoint),
@@ -213,28 +254,61 @@ def embed_windows(encoder: TrajectoryEncoder, windows: TrajectorySet, batch_size
     return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
 
-def _windows(cfg: DictConfig, split: Path, spec: WindowSpec, role: str) -> TrajectorySet:
-    windows = extract_windows(split, spec, limit_scenes=cfg.limit_scenes)
-    if len(windows) < 2:
-        raise TrainEmbedError(
-            f"{role} split {split} gives {len(windows)} windows of {spec.window.num_steps} steps "
-            f"(agents={spec.agents}, min_valid_fraction={spec.min_valid_fraction}): nothing to learn from"
-        )
-    return windows
+def _windows(splits: Sequence[SplitInfo], spec: WindowSpec, role: str) -> list[TrajectorySet]:
+    """The windows of each split (its first ``num_scenes`` scenes), one set per split."""
+    out = []
+    for split in splits:
+        windows = extract_windows(split.path, spec, limit_scenes=split.num_scenes)
+        if len(windows) < 2:
+            raise TrainEmbedError(
+                f"{role} split {split.path} gives {len(windows)} windows of {spec.window.num_steps} steps "
+                f"(agents={spec.agents}, min_valid_fraction={spec.min_valid_fraction}): nothing to learn from"
+            )
+        out.append(windows)
+    return out
 
 
 class WindowDataModule(pl.LightningDataModule):
     """Train windows in resumable, seeded batches (a new order each epoch; the position is saved in checkpoints),
-    val windows in order."""
+    val windows in order.
 
-    def __init__(self, train: TrajectorySet, val: TrajectorySet, batch_size: int, seed: int, num_workers: int) -> None:
+    Args:
+        train: the train windows, one set per source (concatenated in this order).
+        val: the val windows.
+        mixture: draw train windows from the sources by these weights (weights None: by window count), with
+            ``num_samples`` windows per epoch; None: one shuffled pass over all windows.
+    """
+
+    def __init__(
+        self,
+        train: Sequence[TrajectorySet],
+        val: TrajectorySet,
+        batch_size: int,
+        seed: int,
+        num_workers: int,
+        mixture: MixtureSpec | None = None,
+    ) -> None:
         super().__init__()
-        self.train_set, self.val_set = WindowDataset(train), WindowDataset(val)
+        self.sizes = [len(t) for t in train]
+        self.train_set = WindowDataset(TrajectorySet.concat(train, val.num_steps))
+        self.val_set = WindowDataset(val)
         self.batch_size, self.seed, self.num_workers = int(batch_size), int(seed), int(num_workers)
+        self.mixture = mixture
+
+    def _mixture_sampler(self, rank: int, world: int) -> MixtureSampler:
+        m = self.mixture
+        assert m is not None
+        return MixtureSampler(
+            self.sizes, m.weights, m.num_samples, replacement=m.replacement, seed=m.seed, num_replicas=world, rank=rank
+        )
 
     def batch_sampler(self, num_replicas: int | None = None, rank: int | None = None) -> EpochBatchSampler:
         n = len(self.train_set)
-        order = ShuffledOrder(range(n), seed=self.seed)
+        if self.mixture is not None:
+            order: ShuffledOrder | MixtureOrder = MixtureOrder(self._mixture_sampler)
+            n = self.mixture.num_samples or n
+        else:
+            order = ShuffledOrder(range(n), seed=self.seed)
         drop_last = n > self.batch_size
         return EpochBatchSampler(order, self.batch_size, self.seed, drop_last, num_replicas=num_replicas, rank=rank)
 
@@ -253,6 +327,11 @@ class WindowDataModule(pl.LightningDataModule):
         return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
 
+def _counts(names: Sequence[str]) -> dict[str, int]:
+    values, counts = np.unique(np.asarray(names, dtype=str), return_counts=True)
+    return {str(v): int(c) for v, c in zip(values, counts, strict=True)}
+
+
 def _world(cfg: DictConfig) -> int:
     """Processes of the run from the trainer config (1 unless devices / num_nodes are given as numbers)."""
     devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
@@ -267,19 +346,23 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         TrainEmbedError: before any training, for the cases of the module docstring.
     """
     encoder_options, index_settings = check_options(cfg)
-    train_split, val_split = split_dir(cfg, str(cfg.train_split)), split_dir(cfg, str(cfg.val_split))
-    for split in (train_split, val_split):
-        if not split.is_dir():
-            raise TrainEmbedError(f"cache split {split} does not exist (convert it first: smartpretrain.convert)")
-    spec = window_spec(cfg, train_split)
-    if window_spec(cfg, val_split) != spec:
-        raise TrainEmbedError(f"{train_split} and {val_split} have different timelines: one window cannot fit both")
+    train_sources, val_sources = data_sources(cfg, "train"), data_sources(cfg, "val")
+    mixture = mixture_spec(cfg, train_sources)
+    if mixture is not None:
+        # the data config's num_samples counts scenes; windows are this run's samples
+        mixture = dataclasses.replace(mixture, num_samples=cfg.get("windows_per_epoch"))
+    limit = cfg.limit_scenes
+    train_splits = [split_info(s, limit) for s in train_sources]
+    val_splits = [split_info(s, limit) for s in val_sources]
+    spec = window_spec(cfg, train_splits + val_splits)
     resume = resume_checkpoint(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     save_run_config(cfg, out_dir)
-    train, val = _windows(cfg, train_split, spec, "train"), _windows(cfg, val_split, spec, "val")
+    train_parts = _windows(train_splits, spec, "train")
+    val = TrajectorySet.concat(_windows(val_splits, spec, "val"), spec.window.num_steps)
     config = TrajectoryEncoderConfig(**{**asdict(encoder_options), "num_steps": spec.window.num_steps})
-    data = WindowDataModule(train, val, int(cfg.batch_size), int(cfg.seed), int(cfg.num_workers))
+    data = WindowDataModule(train_parts, val, int(cfg.batch_size), int(cfg.seed), int(cfg.num_workers), mixture)
+    train = TrajectorySet.concat(train_parts, spec.window.num_steps)
     total_steps = math.ceil(data.steps_per_epoch(_world(cfg)) / int(cfg.trainer.get("accumulate_grad_batches") or 1))
     total_steps *= int(cfg.max_epochs)
     task = TrajectoryEmbeddingTask(
@@ -296,9 +379,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         total_steps=total_steps,
     )
     trainer, best = build_trainer(cfg, out_dir, use_distributed_sampler=False)
+    parts = ", ".join(f"{s.source.name} {len(t)}" for s, t in zip(train_splits, train_parts, strict=True))
     print(
         f"training a {config.embedding_dim}-d trajectory encoder ({cfg.objective.similarity} mining) on "
-        f"{len(train)} windows of {spec.window.num_steps} steps ({len(val)} for validation) -> {out_dir}",
+        f"{len(train)} windows of {spec.window.num_steps} steps ({parts}; {len(val)} for validation) -> {out_dir}",
         flush=True,
     )
     trainer.fit(task, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=True)
@@ -306,7 +390,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         return {}
     checkpoint = Path(best.best_model_path) if best is not None and best.best_model_path else None
     encoder = load_encoder(checkpoint) if checkpoint is not None else task.encoder
-    return finish(cfg, out_dir, encoder, spec, train, val, train_split, val_split, checkpoint, index_settings)
+    return finish(cfg, out_dir, encoder, spec, train, val, train_splits, val_splits, checkpoint, index_settings)
 
 
 def finish(
@@ -316,17 +400,14 @@ def finish(
     spec: WindowSpec,
     train: TrajectorySet,
     val: TrajectorySet,
-    train_split: Path,
-    val_split: Path,
+    train_splits: Sequence[SplitInfo],
+    val_splits: Sequence[SplitInfo],
     checkpoint: Path | None,
     index_settings: IndexSettings,
 ) -> dict[str, Any]:
     """Embed bank and queries, build and save the index, score retrieval; write ``retrieval.json``."""
-    scenes = {"train": len(SceneCache(train_split)), "val": len(SceneCache(val_split))}
-    if cfg.limit_scenes is not None:
-        scenes = {k: min(v, int(cfg.limit_scenes)) for k, v in scenes.items()}
-    bank_meta = encoder_metadata(encoder.config, spec, cfg, train_split, scenes["train"], checkpoint)
-    query_meta = encoder_metadata(encoder.config, spec, cfg, val_split, scenes["val"], checkpoint)
+    bank_meta = encoder_metadata(encoder.config, spec, cfg, train_splits, checkpoint)
+    query_meta = encoder_metadata(encoder.config, spec, cfg, val_splits, checkpoint)
     bank_vectors, query_vectors = embed_windows(encoder, train), embed_windows(encoder, val)
     write_embeddings(out_dir / "bank.parquet", train.ids(bank_vectors), bank_meta)
     write_embeddings(out_dir / "queries.parquet", val.ids(query_vectors), query_meta)
@@ -344,6 +425,7 @@ def finish(
         "similarity": str(cfg.objective.similarity),
         "index": str(index_settings.kind),
         "num_bank": len(train),
+        "bank_by_dataset": _counts(train.dataset),
         "num_queries": len(queries),
         "window_steps": spec.window.num_steps,
         "maneuvers_bank": maneuver_counts(train.maneuver),

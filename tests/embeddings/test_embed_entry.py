@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from smartpretrain.backbones.base import Backbone
 from smartpretrain.data.cache import SceneCache
 from smartpretrain.embeddings.extract import ExtractSettings, cache_fingerprint, iter_cache_embeddings
-from smartpretrain.embeddings.records import EmbeddingRecords, read_embeddings
+from smartpretrain.embeddings.records import CacheSplit, EmbeddingRecords, read_embeddings
 from smartpretrain.io.checkpoint_sources import sha256_file
 from smartpretrain.runs.embedding import EmbedError, embed
 from smartpretrain.runs.guards import RunConfigError
@@ -48,7 +48,7 @@ def test_writes_the_file_config_and_seed(av1_cache: Path, tmp_path: Path) -> Non
         written.path,
         expected={
             "model": "smartpretrain.backbones.forecast_mae.model.ForecastMAE", "embedding_dim": 16,
-            "cache_fingerprint": cache_fingerprint(split), "agents": "focal", "reduction": "last",
+            "agents": "focal", "reduction": "last",
         },
     )  # fmt: skip
     cache = SceneCache(split)
@@ -58,6 +58,7 @@ def test_writes_the_file_config_and_seed(av1_cache: Path, tmp_path: Path) -> Non
     meta = got.metadata
     assert (meta.checkpoint, meta.checkpoint_sha256, meta.branch, meta.seed) == (None, None, None, 2023)
     assert meta.model_config["embed_dim"] == 16 and meta.num_scenes == len(cache)
+    assert meta.single_cache() == CacheSplit(str(split.resolve()), cache_fingerprint(split), len(cache))
     # no checkpoint: the model as seeded, so the same seed gives the same vectors
     again = embed(_cfg(av1_cache, *TINY_MAE, f"output={tmp_path / 'again.parquet'}"), tmp_path / "again")
     np.testing.assert_array_equal(read_embeddings(again.path).records.vector, got.records.vector)

@@ -20,6 +20,7 @@ from smartpretrain.embeddings.extract import (
 )
 from smartpretrain.embeddings.records import (
     AgentSelection,
+    CacheSplit,
     EmbeddingRecords,
     QueryReduction,
     read_embeddings,
@@ -107,11 +108,12 @@ def test_embed_cache_writes_the_file_with_its_metadata(backbone: Backbone, tiny_
         written.path,
         expected={
             "model": model_name(backbone), "embedding_dim": backbone.embedding_dim,
-            "cache_fingerprint": cache_fingerprint(tiny_split), "agents": "all", "checkpoint_sha256": "c" * 64,
+            "caches": (CacheSplit(str(tiny_split.resolve()), cache_fingerprint(tiny_split), 3),),
+            "agents": "all", "checkpoint_sha256": "c" * 64,
         },
     )  # fmt: skip
     assert got.metadata == written.metadata and written.num_records == len(got.records)
-    assert got.metadata.num_scenes == 3 and got.metadata.cache == str(tiny_split.resolve())
+    assert got.metadata.num_scenes == 3 and got.metadata.single_cache().path == str(tiny_split.resolve())
     assert got.metadata.model_config == {"tiny": True} and got.metadata.seed == 3
     assert got.records.scenario_id[-1] == SceneCache(tiny_split).ids()[2]
     np.testing.assert_array_equal(

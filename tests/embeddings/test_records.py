@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from smartpretrain.embeddings.records import (
     FORMAT_VERSION,
     METADATA_KEY,
     AgentSelection,
+    CacheSplit,
     EmbeddingFileError,
     EmbeddingMetadata,
     EmbeddingRecords,
@@ -32,7 +34,7 @@ D = 4
 def _metadata(**changes) -> EmbeddingMetadata:
     base = EmbeddingMetadata(
         model="pkg.Model", embedding_dim=D, agents=AgentSelection.FOCAL, reduction=QueryReduction.LAST,
-        cache="/caches/av1/val", cache_fingerprint="f" * 64, num_scenes=3, model_config={"hidden_dim": 16},
+        caches=(CacheSplit("/caches/av1/val", "f" * 64, 3),), model_config={"hidden_dim": 16},
         checkpoint="runs/ssl.ckpt", checkpoint_sha256="a" * 64, branch="online", seed=7,
     )  # fmt: skip
     return dataclasses.replace(base, **changes)
@@ -98,20 +100,26 @@ def test_an_empty_file_reads_back(tmp_path: Path) -> None:
         ("model", "smartpretrain.backbones.qcnet.model.QCNet"),
         ("checkpoint_sha256", "b" * 64),
         ("branch", "momentum"),
-        ("cache_fingerprint", "0" * 64),
+        ("caches", (CacheSplit("/caches/av1/val", "0" * 64, 3),)),
         ("agents", "all"),
     ],
 )
 def test_a_file_unlike_the_expected_one_is_refused_in_one_line(tmp_path: Path, field: str, value) -> None:
     path = write_embeddings(tmp_path / "e.parquet", _records(), _metadata())
-    with pytest.raises(EmbeddingFileError, match=rf"e\.parquet: {field} is .*expected {value!r}") as info:
+    pattern = rf"e\.parquet: {field} is .*expected {re.escape(repr(value))}"
+    with pytest.raises(EmbeddingFileError, match=pattern) as info:
         read_embeddings(path, expected={field: value})
     assert "\n" not in str(info.value) and "pkg.Model D=4" in str(info.value)
 
 
 def test_matching_expectations_pass_and_unknown_fields_are_a_caller_error(tmp_path: Path) -> None:
     path = write_embeddings(tmp_path / "e.parquet", _records(), _metadata())
-    expected = {"model": "pkg.Model", "embedding_dim": D, "agents": "focal", "cache_fingerprint": "f" * 64}
+    expected = {
+        "model": "pkg.Model",
+        "embedding_dim": D,
+        "agents": "focal",
+        "caches": (CacheSplit("/caches/av1/val", "f" * 64, 3),),
+    }
     assert len(read_embeddings(path, expected=expected).records) == 3
     with pytest.raises(ValueError, match="unknown embedding metadata field 'dim'") as info:
         read_embeddings(path, expected={"dim": D})

@@ -14,7 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from smartpretrain.embeddings.records import AgentSelection, EmbeddingMetadata, EmbeddingRecords, QueryReduction
+from smartpretrain.embeddings.records import (
+    AgentSelection,
+    CacheSplit,
+    EmbeddingMetadata,
+    EmbeddingRecords,
+    QueryReduction,
+)
 from smartpretrain.retrieval import index as index_module
 from smartpretrain.retrieval.index import (
     EmbeddingIndex,
@@ -29,7 +35,7 @@ from smartpretrain.retrieval.index import (
 
 def _meta(dim: int = 16, model: str = "tests.Model", seed: int = 0) -> EmbeddingMetadata:
     return EmbeddingMetadata(model=model, embedding_dim=dim, agents=AgentSelection.ALL, reduction=QueryReduction.LAST,
-                             cache="/tmp/cache", cache_fingerprint="f" * 64, num_scenes=10, seed=seed)  # fmt: skip
+                             caches=(CacheSplit("/tmp/cache", "f" * 64, 10),), seed=seed)  # fmt: skip
 
 
 def _records(vectors: np.ndarray) -> EmbeddingRecords:
@@ -215,7 +221,8 @@ def test_queries_of_another_model_are_refused_and_the_same_model_is_served() -> 
     with pytest.raises(RetrievalIndexError, match=r"model is 'other\.Model', expected 'tests\.Model'"):
         index.search_records(_records(bank[:3]), _meta(model="other.Model"), 4)
     # the cache is not part of the vector space: queries of another split are fine
-    dist, rows = index.search_records(_records(bank[:3]), replace(_meta(), cache="/tmp/val"), 4)
+    val_meta = replace(_meta(), caches=(CacheSplit("/tmp/val", "e" * 64, 4),))
+    dist, rows = index.search_records(_records(bank[:3]), val_meta, 4)
     assert rows[:, 0].tolist() == [0, 1, 2] and np.allclose(dist[:, 0], 0.0, atol=1e-6)
 
 

@@ -53,7 +53,7 @@ def test_train_embed_writes_bank_queries_index_and_scores(trained: tuple[Path, d
     ckpt = Path(bank.metadata.checkpoint)
     assert ckpt.parent == out / "checkpoints" and bank.metadata.checkpoint_sha256 == sha256_file(ckpt)
     assert bank.metadata.model_config["window"]["num_steps"] == 30  # 3 s at the scenes' 0.1 s
-    assert bank.metadata.cache == str((av1_cache / "av1" / "train").resolve())
+    assert bank.metadata.single_cache().path == str((av1_cache / "av1" / "train").resolve())
     index = EmbeddingIndex.load(out / "index")
     assert len(index.ids) == len(bank.records) == summary["num_bank"]
     methods = {(s["method"], s["k"]) for s in summary["scores"]}
@@ -212,3 +212,71 @@ def test_retrieve_cli_gives_one_line_for_a_missing_option(tmp_path: Path) -> Non
 def test_train_embed_refuses_a_split_without_windows(av1_cache: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainEmbedError, match="nothing to learn from"):
         train_embed(_train_cfg(av1_cache, "window.agents=focal", "limit_scenes=1"), tmp_path)
+
+
+@pytest.fixture(scope="module")
+def av1_av2_cache(av1_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``{root}/av1`` (the synthetic AV1 cache) beside ``{root}/av2`` (3 + 2 synthetic AV2 scenes)."""
+    from smartpretrain.data.conversion import ConversionSettings, convert_split
+    from smartpretrain.data.converters.av2 import Av2Converter
+    from smartpretrain.data.synthetic import generate_av2
+
+    raw, root = tmp_path_factory.mktemp("raw-av2"), tmp_path_factory.mktemp("mix")
+    generate_av2(raw, "train", 3, seed=1)
+    generate_av2(raw, "val", 2, seed=1, start_index=100)
+    for split in ("train", "val"):
+        convert_split(Av2Converter(raw, split), root / "av2" / split, ConversionSettings(progress=False))
+    (root / "av1").symlink_to(av1_cache / "av1", target_is_directory=True)
+    return root
+
+
+def test_train_embed_on_a_mixture_banks_every_component_and_evaluate_recuts_them(
+    av1_av2_cache: Path, tmp_path: Path
+) -> None:
+    mix = ["data=mix_av1_av2_womd", "~data.components.womd"]
+    out = tmp_path / "run"
+    summary = train_embed(_cfg("train_embed", f"cache_root={av1_av2_cache}", *TINY, *mix, "max_epochs=1"), out)
+    assert set(summary["bank_by_dataset"]) == {"av1", "av2"} and sum(summary["bank_by_dataset"].values()) == len(
+        EmbeddingIndex.load(out / "index").ids
+    )
+    bank = read_embeddings(out / "bank.parquet")
+    caches = [Path(c.path) for c in bank.metadata.caches]
+    assert caches == [(av1_av2_cache / name / "train").resolve() for name in ("av1", "av2")]
+    assert [c.num_scenes for c in bank.metadata.caches] == [8, 3]
+    got = _retrieve(tmp_path / "e", "action=evaluate", f"index={out / 'index'}", f"queries={out / 'queries.parquet'}",
+                    "ks=[1,4]", "max_queries=null")  # fmt: skip
+    assert got["num_bank"] == summary["num_bank"]
+    if got["num_queries"] == summary["num_queries"]:
+        assert got["scores"] == summary["scores"]
+    with pytest.raises(RetrieveError, match="action=probe takes the vectors of one cache split"):
+        _retrieve(tmp_path / "p", "action=probe", f"bank={out / 'bank.parquet'}", f"queries={out / 'bank.parquet'}")
+
+
+def test_mixture_weights_set_the_share_of_windows_per_epoch() -> None:
+    from smartpretrain.data.datamodule import MixtureSpec
+    from smartpretrain.embeddings.trajectories import TrajectorySet
+    from smartpretrain.runs.trajectory_embedding import WindowDataModule
+
+    def windows(n: int, name: str) -> TrajectorySet:
+        return TrajectorySet([f"{name}{i}" for i in range(n)], ["0"] * n, [name] * n, ["focal"] * n,
+                             np.zeros(n), np.zeros((n, 5, 2)), np.ones((n, 5), bool), np.zeros(n))  # fmt: skip
+
+    parts = [windows(40, "a"), windows(200, "b")]
+    data = WindowDataModule(parts, windows(4, "v"), batch_size=10, seed=0, num_workers=0,
+                            mixture=MixtureSpec(weights=[3.0, 1.0], num_samples=100, seed=0))  # fmt: skip
+    drawn = np.concatenate(data.batch_sampler(num_replicas=1, rank=0).batches(0))
+    assert len(drawn) == 100 and (drawn < 40).sum() == 75  # 3 : 1, although "b" has 5x the windows
+    plain = WindowDataModule(parts, windows(4, "v"), batch_size=10, seed=0, num_workers=0)
+    assert sorted(np.concatenate(plain.batch_sampler(num_replicas=1, rank=0).batches(0))) == list(range(240))
+
+
+def test_a_mixture_of_two_timelines_is_refused_naming_both() -> None:
+    from smartpretrain.data.sources import DataSource
+    from smartpretrain.runs.trajectory_embedding import SplitInfo, window_spec
+
+    splits = [SplitInfo(DataSource("av1", Path("/c/av1/train"), 20), 0.1, 50, 8),
+              SplitInfo(DataSource("eth", Path("/c/eth/train"), 8), 0.4, 20, 8)]  # fmt: skip
+    cfg = _cfg("train_embed", "window.length_s=2")
+    with pytest.raises(TrainEmbedError, match=r"/c/av1/train has steps of 0.1 s and /c/eth/train of 0.4 s") as info:
+        window_spec(cfg, splits)
+    assert "\n" not in str(info.value)
