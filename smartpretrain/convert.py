@@ -13,11 +13,13 @@ import hydra
 from omegaconf import DictConfig
 
 from smartpretrain.runs.cli import one_line_errors
+from smartpretrain.runs.console import quiet_libraries
 from smartpretrain.runs.conversion import EXPECTED_ERRORS, run
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="convert")
 def main(cfg: DictConfig) -> None:
+    quiet_libraries()
     with one_line_errors("smartpretrain.convert", EXPECTED_ERRORS):
         run(cfg)
 

@@ -23,11 +23,13 @@ import hydra
 from omegaconf import DictConfig
 
 from smartpretrain.runs.cli import hydra_run_dir, one_line_errors
+from smartpretrain.runs.console import quiet_libraries
 from smartpretrain.runs.embedding import EXPECTED_ERRORS, embed
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="embed")
 def main(cfg: DictConfig) -> None:
+    quiet_libraries()
     with one_line_errors("smartpretrain.embed", EXPECTED_ERRORS):
         embed(cfg, hydra_run_dir())
 

@@ -15,11 +15,13 @@ import hydra
 from omegaconf import DictConfig
 
 from smartpretrain.runs.cli import hydra_run_dir, one_line_errors
+from smartpretrain.runs.console import quiet_libraries
 from smartpretrain.runs.evaluation import EXPECTED_ERRORS, evaluate
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    quiet_libraries()
     with one_line_errors("smartpretrain.evaluate", EXPECTED_ERRORS):
         evaluate(cfg, hydra_run_dir())
 

@@ -13,11 +13,13 @@ import hydra
 from omegaconf import DictConfig
 
 from smartpretrain.runs.cli import hydra_run_dir, one_line_errors
+from smartpretrain.runs.console import quiet_libraries
 from smartpretrain.runs.retrieval import EXPECTED_ERRORS, run
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="retrieve")
 def main(cfg: DictConfig) -> None:
+    quiet_libraries()
     with one_line_errors("smartpretrain.retrieve", EXPECTED_ERRORS):
         run(cfg, hydra_run_dir())
 

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
@@ -33,7 +34,7 @@ from smartpretrain.data.cache import CacheError
 from smartpretrain.data.datamodule import SceneDataset
 from smartpretrain.data.registry import metric_datasets
 from smartpretrain.data.worker_transfer import worker_collate
-from smartpretrain.io.atomic import atomic_write_text
+from smartpretrain.io.atomic import atomic_output, atomic_write_text
 from smartpretrain.io.checkpoints import CheckpointError
 from smartpretrain.io.submission import SubmissionBuilder
 from smartpretrain.metrics.forecasting import ForecastingMetrics, agent_datasets, select_agents
@@ -245,8 +246,11 @@ def _plot(cfg, out_dir, dataset, description: BatchDescription, chosen, scene_xy
             continue
         r = int(rows[0])
         scene = dataset.caches[0].get(scenario_id)  # the untransformed Scene, for drawing
-        save_forecast_png(
-            scene, scene_xy[r].cpu().numpy(), prob[r].cpu().numpy(), out_dir / "plots" / f"{scenario_id}.png"
-        )
+        trajectories, probabilities = scene_xy[r].cpu().numpy(), prob[r].cpu().numpy()
+        png = save_forecast_png(scene, trajectories, probabilities, out_dir / "plots" / f"{scenario_id}.png")
+        # the plotted forecast as numbers (plain arrays: np.load reads it without pickle), for comparison figures
+        with atomic_output(png.with_suffix(".npz")) as tmp, open(tmp, "wb") as f:
+            np.savez(f, trajectories=trajectories, probabilities=probabilities,
+                     track_id=np.array(description.track_ids[r]))  # fmt: skip
         plotted += 1
     return plotted
