@@ -1,11 +1,12 @@
 """The k-NN forecasting probe of the pre-training arms of an AV1 study, beside their fine-tuned ranking.
 
 For each arm: the focal agents of AV1 train (the bank) and val (the queries) are embedded with the arm's
-pre-trained backbone (``embed.sh agents=focal``: the momentum branch of the last checkpoint, which the
-fine-tuning started from), or, for ``scratch``, with the backbone as initialised under each of ``--scratch-seeds``; then
-``retrieve.sh action=probe k=6`` forecasts each val focal agent with the futures of its 6 nearest train
-histories. The table puts each arm's probe minADE_6 / minFDE_6 / MR_6 beside its fine-tuned minFDE_6 (mean ± std
-over the study's seeds at ``--fraction``) and the Spearman rank correlation of the two orders.
+pre-trained backbone (``embed.sh agents=focal``: the branch of the last checkpoint that the fine-tuning started
+from: the momentum branch, the online one for ``--online-arms``), or, for ``scratch``, with the backbone as
+initialised under each of ``--scratch-seeds``; then ``retrieve.sh action=probe k=6`` forecasts each val focal
+agent with the futures of its 6 nearest train histories. The table puts each arm's probe minADE_6 / minFDE_6 /
+MR_6 beside its fine-tuned minFDE_6 (mean ± std over the study's seeds at ``--fraction``) and the Spearman rank
+correlation of the two orders.
 
     python scripts/study_probe.py --study outputs/study_control/qcnet_small_A outputs/study_control/qcnet_small_B \\
         --cache-root outputs/study_control/cache --model qcnet_small \\
@@ -60,6 +61,9 @@ def main() -> None:
                                                        "tcl_trl_control"])  # fmt: skip
     parser.add_argument("--scratch-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pretrain-seed", type=int, default=0)
+    parser.add_argument("--online-arms", nargs="*", default=["mae"],
+                        help="arms embedded with the online branch, as their fine-tuning loaded it (MAE has no "
+                             "momentum branch); the others with the momentum branch")  # fmt: skip
     parser.add_argument("--fine-tuned", type=Path, nargs="*", default=[], help="the study's results.json files")
     parser.add_argument("--fraction", type=float, default=0.1)
     parser.add_argument("--k", type=int, default=6)
@@ -113,7 +117,8 @@ def main() -> None:
         ckpt = found[0] / "checkpoints" / "last.ckpt"  # what the study fine-tuned from
         if not ckpt.is_file():
             raise SystemExit(f"arm {arm}: {ckpt} is missing")
-        probes[arm] = [probe(arm, [f"pretrained_ckpt={ckpt}", "pretrained_branch=momentum"])]
+        branch = "online" if arm in args.online_arms else "momentum"
+        probes[arm] = [probe(arm, [f"pretrained_ckpt={ckpt}", f"pretrained_branch={branch}"])]
 
     fine: dict[str, list[float]] = {}
     for path in args.fine_tuned:
