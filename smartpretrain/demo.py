@@ -68,17 +68,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--unlabelled-scenes",
         type=int,
-        default=600,
-        help="AV1-format train scenes; all of them pre-train, without labels (default: 600)",
+        default=400,
+        help="AV1-format train scenes; all of them pre-train, without labels (default: 400)",
     )
     parser.add_argument(
-        "--labelled-scenes", type=int, default=60, help="how many of them are labelled for fine-tuning (default: 60)"
+        "--labelled-scenes", type=int, default=40, help="how many of them are labelled for fine-tuning (default: 40)"
     )
-    parser.add_argument("--val-scenes", type=int, default=100, help="AV1-format val scenes (default: 100)")
+    parser.add_argument("--val-scenes", type=int, default=60, help="AV1-format val scenes (default: 60)")
     parser.add_argument(
         "--av2-scenes", type=int, default=10, help="AV2-format scenes, converted and drawn (default: 10)"
     )
-    parser.add_argument("--pretrain-epochs", type=int, default=3, help="pre-training epochs (default: 3)")
+    parser.add_argument("--pretrain-epochs", type=int, default=2, help="pre-training epochs (default: 2)")
     parser.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs, both arms (default: 10)")
     parser.add_argument("--batch-size", type=int, default=8, help="scenes per batch, every stage (default: 8)")
     parser.add_argument("--workers", type=int, default=1, help="conversion and DataLoader workers (default: 1)")
