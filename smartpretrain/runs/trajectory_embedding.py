@@ -290,7 +290,9 @@ class WindowDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.sizes = [len(t) for t in train]
-        self.train_set = WindowDataset(TrajectorySet.concat(train, val.num_steps))
+        #: all train windows, in source order (the run's bank: concatenated once, shared with the dataset)
+        self.train_windows = TrajectorySet.concat(train, val.num_steps)
+        self.train_set = WindowDataset(self.train_windows)
         self.val_set = WindowDataset(val)
         self.batch_size, self.seed, self.num_workers = int(batch_size), int(seed), int(num_workers)
         self.mixture = mixture
@@ -362,7 +364,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     val = TrajectorySet.concat(_windows(val_splits, spec, "val"), spec.window.num_steps)
     config = TrajectoryEncoderConfig(**{**asdict(encoder_options), "num_steps": spec.window.num_steps})
     data = WindowDataModule(train_parts, val, int(cfg.batch_size), int(cfg.seed), int(cfg.num_workers), mixture)
-    train = TrajectorySet.concat(train_parts, spec.window.num_steps)
+    train = data.train_windows
     total_steps = math.ceil(data.steps_per_epoch(_world(cfg)) / int(cfg.trainer.get("accumulate_grad_batches") or 1))
     total_steps *= int(cfg.max_epochs)
     task = TrajectoryEmbeddingTask(
