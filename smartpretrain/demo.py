@@ -13,7 +13,7 @@ measures exactly that, with the framework's own entry points:
 5. evaluate both on the ``--val-scenes`` val scenes (``./val.sh``), print the table, and draw ``demo.png``: val
    minFDE_6 per fine-tuning epoch for both arms, and one val scene with both models' 6 modes and the truth.
 
-    python -m smartpretrain.demo                 # the default (6-7 minutes on 2 CPU cores, after setup)
+    python -m smartpretrain.demo                 # the default (3-7 minutes on 2 CPU cores, after setup)
     python -m smartpretrain.demo --quick         # a smoke run of every stage at toy size (under 2 minutes)
     python -m smartpretrain.demo --seed 1        # another seed: new data, new initialisation, new subset
 
