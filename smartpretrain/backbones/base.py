@@ -121,6 +121,11 @@ class EvalTargets:
         role: ``[A]`` :class:`~smartpretrain.data.taxonomy.AgentRole` values.
         scene_index: ``[A]`` scene of each agent within the batch.
         dataset: list of the batch's scenes' dataset names (indexed by ``scene_index``).
+        heading: ``[A, F]`` ground-truth future headings in the same frame (radians; meaningful at valid steps
+            only), or None when the backbone does not provide them (Waymo's miss rate then derives them from the
+            target's displacement, see :mod:`smartpretrain.metrics.womd`).
+        speed: ``[A]`` speed at the current step (m/s), or None when not provided (the metric suite then
+            estimates it from the first valid future position).
     """
 
     target: Tensor
@@ -128,6 +133,8 @@ class EvalTargets:
     role: Tensor
     scene_index: Tensor
     dataset: list[str]
+    heading: Tensor | None = None
+    speed: Tensor | None = None
 
 
 #: where every adapter's ``collate`` puts the :class:`BatchDescription` (attribute or key of the batch)

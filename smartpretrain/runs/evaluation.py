@@ -2,7 +2,9 @@
 / ``test.sh``, and the evaluation stage of :func:`~smartpretrain.runs.pipeline.run_pipeline`).
 
 ``mode=val`` prints a metrics table (overall and per dataset) and writes ``metrics.json``; ``mode=test`` writes
-``submission.parquet`` (av2's ``ChallengeSubmission``, global frame) for the scored agents of each scene.
+``submission.parquet`` (av2's ``ChallengeSubmission``, global frame) for the scored agents of each scene, or with
+``data=womd`` the Waymo challenge's ``submission.tar.gz`` (:mod:`smartpretrain.io.womd_submission`) holding every
+track to predict of each scene (``eval_scope=scored``, the WOMD default; ``focal`` is refused there).
 ``num_plots=N`` also saves PNGs of the first N scenes with their K predicted futures.
 
 Works for every backbone: a batch is read only through the backbone's :class:`~smartpretrain.backbones.base.Forecast`,
@@ -18,8 +20,10 @@ is an error too, never NaN metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,14 @@ from smartpretrain.data.worker_transfer import worker_collate
 from smartpretrain.io.atomic import atomic_output, atomic_write_text
 from smartpretrain.io.checkpoints import CheckpointError
 from smartpretrain.io.submission import SubmissionBuilder
-from smartpretrain.metrics.forecasting import ForecastingMetrics, agent_datasets, select_agents
+from smartpretrain.io.womd_submission import (
+    DEFAULT_SCENARIOS_PER_SHARD,
+    WomdSubmissionBuilder,
+    WomdSubmissionMetadata,
+    format_parameter_count,
+)
+from smartpretrain.metrics.forecasting import select_agents
+from smartpretrain.metrics.suite import ForecastMetricSuite
 from smartpretrain.runs.guards import RunConfigError, check_cache_matches
 from smartpretrain.runs.trainer import build_backbone, save_run_config, split_dir
 
@@ -137,6 +148,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, backbone: Backbone | None = None) -
             ``ckpt_path=null`` with a trainable model; after the loop when no agent was scored.
     """
     check_options(cfg)
+    womd_meta, womd_shard = _womd_submission_options(cfg)
     num_scenes = len(SceneDataset(split_dir(cfg, cfg.split)))  # opens the cache index only
     if num_scenes == 0:
         raise EvaluationError(f"split {cfg.split!r} of {cfg.data.name} ({split_dir(cfg, cfg.split)}) has no scenes")
@@ -164,8 +176,17 @@ def evaluate(cfg: DictConfig, out_dir: Path, backbone: Backbone | None = None) -
     )
     # K = 6 needs 6 modes; a single-mode baseline is scored at K = 1 only (its one guess)
     ks = tuple(sorted({1, min(6, int(backbone.num_modes))}))
-    metrics = ForecastingMetrics(ks=ks, datasets=METRIC_DATASETS).to(device)
+    # AV2 metrics for every agent, plus the Waymo / pedestrian ones for the datasets of those conventions
+    metrics = ForecastMetricSuite(
+        ks=ks, datasets=METRIC_DATASETS, num_modes=int(backbone.num_modes), num_future_steps=backbone.num_future_steps
+    ).to(device)
     submission = SubmissionBuilder() if cfg.mode == "test" else None
+    required: dict[str, set[str]] = {}  # WOMD: each scene's tracks to predict (FOCAL / SCORED), from the batch rows
+    if womd_meta is not None:  # mode=test data=womd
+        if not womd_meta.num_model_parameters:  # unset: the evaluated model's count
+            count = format_parameter_count(sum(p.numel() for p in backbone.parameters()))
+            womd_meta = dataclasses.replace(womd_meta, num_model_parameters=count)
+        submission = WomdSubmissionBuilder(womd_meta, scenarios_per_shard=womd_shard)
     scored = 0
     plotted = 0
     for batch in tqdm(loader, desc=f"{cfg.mode} {cfg.data.name}", unit="batch"):
@@ -179,10 +200,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, backbone: Backbone | None = None) -
         if cfg.mode == "val":
             mask = chosen & targets.valid.any(dim=-1)
             if bool(mask.any()):
-                groups = agent_datasets(targets, mask)
-                metrics.update(
-                    forecast.loc[mask].float(), prob[mask], targets.target[mask].float(), targets.valid[mask], groups
-                )
+                metrics.update(forecast.loc, prob, targets, mask)
                 scored += int(mask.sum())
         scene_xy = backbone.to_scene_frame(batch, forecast.loc).double()
         city_xy = scene_xy + description.origin[description.agent_scene, None, None, :2]
@@ -196,6 +214,12 @@ def evaluate(cfg: DictConfig, out_dir: Path, backbone: Backbone | None = None) -
                 prob[chosen].cpu().numpy(),
             )
             scored += len(rows)
+        if womd_meta is not None:  # every scene of the batch, with its tracks to predict
+            for scenario_id in description.scenario_ids:
+                required.setdefault(scenario_id, set())
+            scenes = description.agent_scene.tolist()
+            for r in select_agents(targets, "scored").nonzero().flatten().tolist():
+                required[description.scenario_ids[scenes[r]]].add(description.track_ids[r])
         plotted = _plot(cfg, out_dir, dataset, description, chosen, scene_xy, prob, plotted)
     if not scored:
         what = "with an observed future " if cfg.mode == "val" else ""
@@ -221,12 +245,42 @@ def evaluate(cfg: DictConfig, out_dir: Path, backbone: Backbone | None = None) -
         summary["num_agents"] = scored
         print(format_table(values), flush=True)
     else:
-        path = submission.write(out_dir / "submission.parquet")
+        if isinstance(submission, WomdSubmissionBuilder):
+            if womd_meta is not None and womd_meta.unset():
+                print(f"warning: {womd_meta.unset_message()}", file=sys.stderr, flush=True)
+            path = submission.write(out_dir / "submission.tar.gz", required=required, warn_unset=False)
+        else:
+            path = submission.write(out_dir / "submission.parquet")
         summary["submission"] = str(path)
         summary["num_agents"] = scored
         print(f"wrote {path}", flush=True)
     atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _womd_submission_options(cfg: DictConfig) -> tuple[WomdSubmissionMetadata | None, int]:
+    """For ``mode=test data=womd``: the checked ``submission`` metadata and shard size (``None`` otherwise).
+
+    Raises:
+        EvaluationError: ``eval_scope=focal`` (only the first track to predict of each scene: Waymo refuses it),
+            or bad ``submission.*`` values; both before any work.
+    """
+    if cfg.mode != "test" or str(cfg.data.name) != "womd":
+        return None, 0
+    if cfg.eval_scope != "scored":
+        raise EvaluationError(
+            f"mode=test data=womd writes the Waymo challenge file, which needs every track to predict of each scene: "
+            f"pass eval_scope=scored (the WOMD default), not eval_scope={cfg.eval_scope!r}"
+        )
+    values: dict[str, Any] = dict(OmegaConf.to_container(cfg.get("submission") or OmegaConf.create({}), resolve=True))
+    shard = values.pop("scenarios_per_shard", None)
+    shard = DEFAULT_SCENARIOS_PER_SHARD if shard is None else shard
+    if isinstance(shard, bool) or not isinstance(shard, int) or shard < 1:
+        raise EvaluationError(f"submission.scenarios_per_shard={shard!r} must be a positive integer")
+    try:
+        return WomdSubmissionMetadata.from_mapping(values), shard
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from exc
 
 
 def _scope_roles(scope: str) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""Supervised forecasting fine-tuning of any backbone (the backbone's own loss), with AV2-convention metrics.
+"""Supervised forecasting fine-tuning of any backbone (the backbone's own loss), with AV2-convention metrics (plus
+Waymo's and the pedestrian field's for the datasets of those conventions, :mod:`smartpretrain.metrics.suite`).
 
 The task knows the :class:`~smartpretrain.backbones.base.Backbone` interface only: ``encode`` -> ``forecast``
 -> ``loss`` for training, ``eval_targets`` + metrics for validation. Initialisation from a checkpoint (plain
@@ -17,7 +18,8 @@ from torch import Tensor
 
 from smartpretrain.backbones.base import Backbone, Forecast, describe_batch
 from smartpretrain.data.registry import metric_datasets
-from smartpretrain.metrics.forecasting import ForecastingMetrics, agent_datasets, select_agents
+from smartpretrain.metrics.forecasting import select_agents
+from smartpretrain.metrics.suite import ForecastMetricSuite
 from smartpretrain.tasks.optim import decay_groups
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,13 @@ class FinetuneTask(pl.LightningModule):
         self.lr, self.weight_decay, self.max_epochs, self.min_lr = lr, weight_decay, max_epochs, min_lr
         self.eval_scope = eval_scope
         groups = metric_datasets() if datasets is None else tuple(datasets)
-        self.val_metrics = ForecastingMetrics(ks=tuple(metric_ks), datasets=groups)
+        # AV2 metrics for every agent, plus each dataset's own convention (Waymo's, the pedestrian field's)
+        self.val_metrics = ForecastMetricSuite(
+            ks=tuple(metric_ks),
+            datasets=groups,
+            num_modes=getattr(backbone, "num_modes", None),
+            num_future_steps=getattr(backbone, "num_future_steps", None),
+        )
         self.save_hyperparameters(ignore=["backbone"])
 
     def forward(self, batch: Any) -> Forecast:
@@ -77,14 +85,12 @@ class FinetuneTask(pl.LightningModule):
         self.log("val_loss", losses["loss"], batch_size=bs, sync_dist=True, prog_bar=True)
         self.update_metrics(self.val_metrics, batch, forecast)
 
-    def update_metrics(self, metrics: ForecastingMetrics, batch: Any, forecast: Forecast) -> None:
+    def update_metrics(self, metrics: ForecastMetricSuite, batch: Any, forecast: Forecast) -> None:
         targets = self.backbone.eval_targets(batch)
         mask = select_agents(targets, self.eval_scope) & targets.valid.any(dim=-1)
         if not bool(mask.any()):
             return
-        prob = torch.softmax(forecast.pi[mask].float(), dim=-1)
-        groups = agent_datasets(targets, mask)
-        metrics.update(forecast.loc[mask].float(), prob, targets.target[mask].float(), targets.valid[mask], groups)
+        metrics.update(forecast.loc, torch.softmax(forecast.pi.float(), dim=-1), targets, mask)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()

@@ -243,6 +243,8 @@ class ForecastMAE(Backbone):
             role=batch["role"][live],
             scene_index=scene[live],
             dataset=list(batch["dataset"]),
+            heading=(batch["x_angles"][..., h:] - heading[..., None])[live],  # in the actor's frame, not wrapped
+            speed=batch["x_velocity"][..., h - 1][live],
         )
 
     def to_scene_frame(self, batch: dict[str, Any], loc: Tensor) -> Tensor:

@@ -143,6 +143,8 @@ class QCNet(Backbone):
             role=agent["category"],
             scene_index=scene,
             dataset=list(dataset),
+            heading=agent["target"][..., 3],
+            speed=agent["velocity"][:, h - 1, :2].norm(dim=-1),
         )
 
     def to_scene_frame(self, batch: HeteroData, loc: Tensor) -> Tensor:
