@@ -28,7 +28,6 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +42,10 @@ from smartpretrain.runs.comparison import (
     parse_epochs,
     summarise,
 )
-from smartpretrain.runs.pipeline import (
-    ArmSpec,
-    EvaluateSpec,
-    FinetuneSpec,
-    PretrainSpec,
-    Stage,
-    StageEvent,
-    run_pipeline,
-)
+from smartpretrain.runs.pipeline import ArmSpec, EvaluateSpec, FinetuneSpec, PretrainSpec, run_pipeline
+from smartpretrain.runs.studies import prepare_av1_cache, pretraining_timer, recorded_runs
 
 REPO = Path(__file__).resolve().parents[1]
-AV1_RAW = REPO.parent / "shared" / "data" / "av1"
 
 
 def plot_curves(runs: list[dict[str, Any]], arms: list[str], fractions: list[float], path: Path) -> None:
@@ -127,22 +118,12 @@ def main() -> None:
     budget = parse_epochs(args.finetune_epochs, args.fractions)
     val_every = parse_epochs(args.val_every, args.fractions, "--val-every")
 
-    from smartpretrain.data.conversion import ConversionSettings, convert_split
-    from smartpretrain.data.converters.av1 import Av1Converter
-
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.cache_root or args.out / "cache"
-    for split in ("train", "val"):
-        if not (cache / "av1" / split / "manifest.json").exists():
-            if not AV1_RAW.exists():
-                raise SystemExit(f"{AV1_RAW} not found: the study needs ../shared beside the repository")
-            convert_split(Av1Converter(AV1_RAW, split), cache / "av1" / split,
-                          ConversionSettings(num_workers=max(1, args.workers)))  # fmt: skip
-    num_train = json.loads((cache / "av1" / "train" / "manifest.json").read_text())["num_scenes"]
+    num_train = prepare_av1_cache(cache, args.workers)
     data = ["data=av1", f"cache_root={cache}", f"num_workers={args.workers}", "trainer.log_every_n_steps=10",
             f"batch_size={args.batch_size}", f"model={args.model}", *args.model_overrides]  # fmt: skip
-    timings: dict[str, float] = {}
 
     def pretraining(arm: str, pre_seed: int) -> PretrainSpec:
         overrides, _ = PRETRAIN_ARMS[arm]
@@ -152,24 +133,9 @@ def main() -> None:
              *overrides, *args.pretrain_overrides],
         )  # fmt: skip
 
-    def note_pretraining(arm: str, pre_seed: int) -> Callable[[StageEvent], None]:
-        """Time and announce a pre-training that ran, before its fine-tuning starts."""
-
-        def note(event: StageEvent) -> None:
-            if event.stage is Stage.PRETRAIN and event.result is not None and event.result.seconds is not None:
-                timings[event.run_dir.name] = round(event.result.seconds, 1)
-                print(f"pre-trained {arm} (seed {pre_seed}) in {timings[event.run_dir.name]:.0f} s", flush=True)
-
-        return note
-
-    recorded: dict[tuple[str, float, int], dict[str, Any]] = {}
-    for path in args.reuse_results:
-        earlier = load_stage_result(path)
-        if earlier is None:
-            raise SystemExit(f"--reuse-results {path}: not a readable results.json")
-        for run in earlier["runs"]:
-            recorded[(run["arm"], float(run["fraction"]), int(run["seed"]))] = run
-        timings = {**earlier.get("seconds", {}), **timings}
+    recorded, timings = recorded_runs(
+        args.reuse_results, lambda run: (run["arm"], float(run["fraction"]), int(run["seed"]))
+    )
     runs: list[dict[str, Any]] = []
     # arm by arm: each pre-training serves all its fine-tunes before the next arm's runs (a study stopped between
     # sessions loses at most one arm's pre-training)
@@ -196,7 +162,7 @@ def main() -> None:
                 done = run_pipeline(
                     [ArmSpec(arm, evaluation, finetune)],
                     pretrain=None if arm == "scratch" else pretraining(arm, pre_seed),
-                    on_stage=note_pretraining(arm, pre_seed),
+                    on_stage=pretraining_timer(timings, f"{arm} (seed {pre_seed})"),
                 ).arms[arm]
                 metrics = done.metrics
                 if not (run_dir / "eval_metrics.json").exists():

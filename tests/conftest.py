@@ -11,6 +11,7 @@ SHARED = REPO.parent / "shared"
 AV2_FIXTURE_ROOT = SHARED / "fixtures" / "av2"
 AV2_FIXTURE_ID = "0a1e6f0a-1817-4a98-b02e-db8c9327d151"
 AV1_VAL = SHARED / "data" / "av1"
+ETH_UCY_RAW = SHARED / "data" / "eth_ucy"
 
 
 def require_shared(path: Path) -> Path:

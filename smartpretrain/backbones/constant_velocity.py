@@ -1,6 +1,6 @@
 """Constant-velocity baseline on the QCNet input format: no parameters, one mode.
 
-The velocity is the mean displacement per second over the last ``window`` history steps that are observed
+The velocity is the mean displacement per second over the last ``window_s`` seconds of history that are observed
 (fewer when the track is shorter), which is robust to the frame-to-frame jitter of detection centroids; the
 forecast extrapolates it from the current position. It is a reference point for the learned backbones.
 """
@@ -18,10 +18,15 @@ from smartpretrain.backbones.base import AgentEmbeddings, Backbone, BackboneAdap
 class ConstantVelocity(Backbone):
     """Extrapolate each agent's recent mean velocity (in its own current frame)."""
 
-    def __init__(self, num_historical_steps: int = 50, num_future_steps: int = 60, window: int = 5, dt: float = 0.1):
+    def __init__(
+        self, num_historical_steps: int = 50, num_future_steps: int = 60, window_s: float = 0.5, dt: float = 0.1
+    ) -> None:
         super().__init__()
+        if window_s <= 0 or dt <= 0:
+            raise ValueError(f"window_s and dt must be > 0, got window_s={window_s}, dt={dt}")
         self.num_historical_steps, self.num_future_steps = num_historical_steps, num_future_steps
-        self.num_modes, self.window, self.dt = 1, window, dt
+        # the window in steps of this dataset's timeline (10 Hz, 0.5 s: 5 steps; ETH/UCY's 0.4 s: the last step)
+        self.num_modes, self.window, self.dt = 1, max(1, round(window_s / dt)), dt
 
     def make_adapter(self) -> BackboneAdapter:
         from smartpretrain.backbones.qcnet.adapter import QCNetAdapter

@@ -697,7 +697,7 @@ def _manifest(
         converter_desc = next(iter(describes.values()))
     elif describes:  # same settings, e.g. raw data mounted at other paths on other machines
         converter_desc = list(describes.values())
-    return {
+    manifest = {
         "dataset": converter.dataset.value,
         "split": converter.split,
         "schema_version": SCHEMA_VERSION,
@@ -726,6 +726,10 @@ def _manifest(
         "cpu_ms_per_item": round(1e3 * cpu / max(num_items, 1), 3),
         "settings": asdict(settings),
     }
+    accounting = converter.accounting()
+    if accounting is not None:
+        manifest["accounting"] = accounting
+    return manifest
 
 
 def summary_line(manifest: dict[str, Any], out_dir: Path) -> str:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from smartpretrain.data.formats import av1, av2
+from smartpretrain.data.formats import av1, av2, eth_ucy
 from smartpretrain.data.taxonomy import Dataset
 
 if TYPE_CHECKING:
@@ -47,6 +48,21 @@ class Timeline:
         return self.num_steps - self.current_step - 1
 
 
+class MetricConvention(StrEnum):
+    """Which field's forecasting metrics a dataset's agents are scored with, on top of the AV2 ones every dataset
+    gets (``minFDE_6``, ``{group}/minFDE_6``, ...); see :mod:`smartpretrain.metrics.suite` and ``docs/metrics.md``.
+
+    * ``AV2``: the Argoverse metrics only (minADE_K / minFDE_K / MR_K / brier-minFDE_K);
+    * ``WOMD``: also the Waymo Open Motion challenge's minADE / minFDE / MR at 3, 5 and 8 s
+      (:mod:`smartpretrain.metrics.womd`);
+    * ``PEDESTRIAN``: also the pedestrian field's best-of-K ADE_K / FDE_K (:mod:`smartpretrain.metrics.pedestrian`).
+    """
+
+    AV2 = "av2"
+    WOMD = "womd"
+    PEDESTRIAN = "pedestrian"
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """What the framework knows about one dataset.
@@ -61,6 +77,8 @@ class DatasetInfo:
             when it has no converter (yet).
         config: the name of its ``configs/data/`` entry (``data=<config>``); None when it has none.
         raw_layout: where its raw files live and what they hold, in one or two sentences.
+        metric_convention: the field whose metrics its agents get besides the AV2 ones (:class:`MetricConvention`;
+            AV2 only by default).
     """
 
     name: Dataset
@@ -70,6 +88,7 @@ class DatasetInfo:
     converter: str | None
     config: str | None
     raw_layout: str
+    metric_convention: MetricConvention = MetricConvention.AV2
 
     def __post_init__(self) -> None:
         if "/" in self.metric_group or not self.metric_group:
@@ -109,6 +128,7 @@ _INFOS = (
         title="Waymo Open Motion Dataset (Scenario protos)",
         timeline=Timeline(dt=0.1, num_steps=91, current_step=10),
         metric_group="womd",
+        metric_convention=MetricConvention.WOMD,
         converter="smartpretrain.data.converters.womd:WomdConverter",
         config="womd",
         raw_layout="{raw_root}/{training,validation,testing}/*.tfrecord-XXXXX-of-YYYYY, one Scenario per record "
@@ -117,11 +137,14 @@ _INFOS = (
     DatasetInfo(
         name=Dataset.ETH_UCY,
         title="ETH/UCY pedestrian trajectories",
-        timeline=Timeline(dt=0.4, num_steps=20, current_step=7),  # the field's 8 observed + 12 predicted frames
+        timeline=Timeline(dt=eth_ucy.DT, num_steps=eth_ucy.NUM_STEPS, current_step=eth_ucy.CURRENT_STEP),
         metric_group="eth_ucy",
-        converter=None,  # issue #20
-        config=None,
-        raw_layout="tab-separated 'frame ped_id x y' text files (metres, frame step 10 = 2.5 Hz), one per scene",
+        metric_convention=MetricConvention.PEDESTRIAN,
+        converter="smartpretrain.data.converters.eth_ucy:EthUcyConverter",
+        config="eth_ucy",
+        raw_layout="{raw_root}/{recording}.txt, tab-separated 'frame ped_id x y' rows (metres, frame step 10 = "
+        "2.5 Hz); splits {fold}_{train,val,test} of the leave-one-scene-out folds; see "
+        "smartpretrain.data.formats.eth_ucy",
     ),
     DatasetInfo(
         name=Dataset.SYNTHETIC,
@@ -158,6 +181,11 @@ def metric_datasets() -> tuple[str, ...]:
     return tuple(dict.fromkeys(info.metric_group for info in DATASETS.values()))
 
 
+def metric_convention(name: Dataset | str) -> MetricConvention:
+    """The metric convention of a dataset's agents (:attr:`DatasetInfo.metric_convention`)."""
+    return dataset_info(name).metric_convention
+
+
 def render_markdown() -> str:
     """The registry as a Markdown table (kept in sync in docs/datasets.md)."""
     rows = [
@@ -179,4 +207,14 @@ def render_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
-__all__ = ["DATASETS", "DatasetInfo", "Timeline", "dataset_info", "metric_datasets", "metric_group", "render_markdown"]
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "MetricConvention",
+    "Timeline",
+    "dataset_info",
+    "metric_convention",
+    "metric_datasets",
+    "metric_group",
+    "render_markdown",
+]

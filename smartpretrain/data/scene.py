@@ -2,8 +2,9 @@
 
 A ``Scene`` holds everything a converter reads from a raw scenario and nothing a model derives from it.
 Coordinates are float32 metres relative to ``origin`` (float64, city frame), so city-scale coordinates keep
-sub-millimetre precision; add ``origin`` back to get city coordinates. Time is the dataset's native 10 Hz
-timeline: ``num_steps`` steps with the "present" at ``current_step``.
+sub-millimetre precision; add ``origin`` back to get city coordinates. Time is the dataset's native
+timeline: ``num_steps`` steps of ``dt`` seconds (0.1 s for the vehicle datasets, 0.4 s for ETH/UCY) with the
+"present" at ``current_step``.
 
 Field-by-field documentation and the label mapping tables are in ``docs/data_format.md``.
 """

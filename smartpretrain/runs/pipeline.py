@@ -12,7 +12,9 @@ Order: the pre-training, every arm's fine-tuning, every arm's evaluation. Resumi
 exists (``final_metrics.json`` of a training run, ``metrics.json`` of an evaluation; both written atomically, so
 one that exists is complete) is reused, not run; a missing stage runs only when a later one needs it (an
 evaluated arm needs no fine-tuning, an arm already fine-tuned no pre-training), so a finished study does not
-need its pre-training folders any more.
+need its pre-training folders any more. A pre-training is only reused for the pool it was asked for: its
+``final_metrics.json`` records ``train_fraction`` (runs from before the field: 1.0), and a finished run folder of
+another fraction is refused rather than silently fine-tuned from.
 
 ``on_stage`` sees a :class:`StageEvent` before each stage the pipeline visits (run or reused) and after it, so a
 driver can print its own progress lines between stages.
@@ -72,10 +74,33 @@ RESULT_FILES: dict[Stage, str] = {
 
 @dataclass(frozen=True)
 class PretrainSpec:
-    """Self-supervised pre-training: overrides of ``configs/pretrain.yaml`` and the run folder."""
+    """Self-supervised pre-training: overrides of ``configs/pretrain.yaml`` and the run folder.
+
+    ``train_fraction`` is the pool pre-trained on (``train_fraction=`` of ``configs/pretrain.yaml``: a fixed random
+    fraction of the train scenes, drawn with ``train_subset_seed``, nested across fractions). It is a field, not an
+    override, because it is part of the stage's identity: the pipeline passes it to the run and checks it against a
+    finished run folder before reusing that (:func:`run_pipeline`).
+    """
 
     run_dir: Path
     overrides: Sequence[str] = ()
+    train_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.train_fraction) <= 1.0:
+            raise ValueError(f"PretrainSpec.train_fraction must be in (0, 1], got {self.train_fraction}")
+        if any(_override_key(item) == "train_fraction" for item in self.overrides):
+            raise ValueError("give the pre-training pool as PretrainSpec.train_fraction, not as an override")
+
+    @property
+    def config_overrides(self) -> list[str]:
+        """What the pre-training is composed with: the overrides, then ``train_fraction=``."""
+        return [*self.overrides, f"train_fraction={float(self.train_fraction)!r}"]
+
+
+def _override_key(item: str) -> str:
+    """The config key of a Hydra override (``++trainer.x=1`` -> ``trainer.x``)."""
+    return item.split("=", 1)[0].lstrip("+~")
 
 
 @dataclass(frozen=True)
@@ -205,6 +230,14 @@ def _check(arms: Sequence[ArmSpec], pretrain: PretrainSpec | None) -> None:
         raise ValueError(f"arm names must be unique, got {names}")
     if pretrain is None and any(arm.finetune is not None and arm.finetune.from_pretrained for arm in arms):
         raise ValueError("an arm fine-tunes from the pre-trained weights, but the pipeline has no pre-training")
+    done = None if pretrain is None else load_stage_result(pretrain.run_dir / RESULT_FILES[Stage.PRETRAIN])
+    if pretrain is not None and done is not None:  # a finished pre-training is reused only for its own pool
+        recorded = float(done.get("train_fraction", 1.0))  # runs from before the field: the whole split
+        if recorded != float(pretrain.train_fraction):
+            raise ValueError(
+                f"{pretrain.run_dir} was pre-trained on train_fraction={recorded:g} of the train scenes, the pipeline "
+                f"asks for {float(pretrain.train_fraction):g}: give the pre-training another run folder"
+            )
 
 
 def run_pipeline(
@@ -213,7 +246,8 @@ def run_pipeline(
     """Pre-train (optional), fine-tune and evaluate every arm, reusing finished stages (see the module docstring).
 
     Raises:
-        ValueError: duplicate arm names, or an arm ``from_pretrained`` without ``pretrain``.
+        ValueError: duplicate arm names, an arm ``from_pretrained`` without ``pretrain``, or a finished
+            pre-training in ``pretrain.run_dir`` of another ``train_fraction``.
         RunConfigError and the other errors of the stages' ``run`` / ``evaluate``, as they happen.
     """
     _check(arms, pretrain)
@@ -234,7 +268,7 @@ def run_pipeline(
             pretrain.run_dir,
             None,
             needed or not arms,
-            lambda: pretraining.run(compose_config("pretrain", list(pretrain.overrides)), pretrain.run_dir),
+            lambda: pretraining.run(compose_config("pretrain", pretrain.config_overrides), pretrain.run_dir),
             notify,
         )
         pretrained = pre.last_checkpoint if pre is not None else None

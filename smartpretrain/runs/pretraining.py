@@ -6,9 +6,13 @@
 * :func:`build_objectives`: the SSL objectives of ``cfg.ssl.objectives`` with a non-zero weight;
 * :func:`build_task`: the :class:`~smartpretrain.tasks.pretrain.PretrainTask` of both;
 * :func:`build_datamodule`: two temporal views per scene, per source (a mixture's datasets keep their own view
-  lengths), one adapter;
+  lengths), one adapter; ``train_fraction`` < 1 pre-trains on a fixed random pool of the train scenes, drawn as
+  fine-tuning's labelled subset (:func:`~smartpretrain.data.datamodule.labelled_subset`: pools of one
+  ``train_subset_seed`` are nested), one dataset only;
 * :func:`check_pretrain_config` then :func:`run`: checks before any work, then fit; ``final_metrics.json`` holds
-  the last logged values and the ``best_checkpoint`` / ``last_checkpoint`` paths.
+  the last logged values, the ``best_checkpoint`` / ``last_checkpoint`` paths and the pool pre-trained on
+  (``train_fraction``, ``train_subset_seed``, ``train_scenes``); a pool fraction < 1 also writes its scene
+  indices to ``train_subset.json``.
 
 The config's data sources are read once per run (:class:`~smartpretrain.data.sources.RunSources`) and handed to
 the task and the data module.
@@ -16,6 +20,7 @@ the task and the data module.
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ from smartpretrain.data.controls import ControlSpec
 from smartpretrain.data.datamodule import Chain, SceneDataModule
 from smartpretrain.data.sources import DataSource, RunSources, is_mixture, mixture_spec
 from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
+from smartpretrain.io.atomic import atomic_write_text
 from smartpretrain.io.checkpoints import CheckpointError
 from smartpretrain.runs.guards import (
     RunConfigError,
@@ -47,6 +53,7 @@ from smartpretrain.tasks.pretrain import PretrainTask
 
 __all__ = [
     "EXPECTED_ERRORS",
+    "SUBSET_FILE",
     "build_datamodule",
     "build_objectives",
     "build_pretrain_backbone",
@@ -58,6 +65,8 @@ __all__ = [
 
 #: failures that end ``python -m smartpretrain.pretrain`` with one line and exit status 2
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (RunConfigError, CacheError, CheckpointError, FileNotFoundError)
+#: the run folder's record of a pool fraction < 1: the indices (into the train cache) of the scenes pre-trained on
+SUBSET_FILE = "train_subset.json"
 
 
 def _sources(cfg: DictConfig) -> RunSources:
@@ -188,6 +197,8 @@ def build_datamodule(
         eval_transform=val,
         collate_fn=train[0].collate,
         mixture=mixture_spec(cfg, sources.train),
+        train_fraction=float(cfg.get("train_fraction", 1.0)),
+        subset_seed=int(cfg.get("train_subset_seed", 0)),
         seed=seed,
         max_agents_per_batch=batching.get("max_agents_per_batch"),
         max_agents_per_scene=cap,
@@ -197,6 +208,14 @@ def build_datamodule(
 def check_pretrain_config(cfg: DictConfig) -> RunSources:
     """Options in range and caches that match ``data=`` (two views must fit every scene), before any work; returns
     the sources it checked (the run reads no others)."""
+    fraction = cfg.get("train_fraction", 1.0)
+    check_range("train_fraction", fraction, 0.0, 1.0, low_open=True)
+    check_range("train_subset_seed", cfg.get("train_subset_seed", 0), 0, integer=True)
+    if fraction < 1.0 and is_mixture(cfg):
+        raise RunConfigError(
+            f"train_fraction={fraction} with a mixture (data={cfg.data.name}): a pre-training pool fraction is for "
+            "one dataset; scale a mixture with data.mixture.num_samples or its components' weights"
+        )
     check_range("batch_size", cfg.batch_size, 1, integer=True)
     check_range("num_workers", cfg.num_workers, 0, integer=True)
     check_range("max_epochs", cfg.max_epochs, 1)
@@ -231,6 +250,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         datamodule.setup("fit")
     except ValueError as exc:
         raise RunConfigError(str(exc)) from exc
+    pool = _record_pool(cfg, datamodule, out_dir)
     batching = cfg.get("batching") or {}
     trainer, checkpoints = build_trainer(
         cfg,
@@ -245,4 +265,23 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if metrics and checkpoints is not None:
         metrics["best_checkpoint"] = checkpoints.best_model_path
         metrics["last_checkpoint"] = checkpoints.last_model_path
+    if metrics:  # empty: a finished run resumed, nothing trained (its final_metrics.json stays)
+        metrics.update(pool)
     return write_final_metrics(out_dir, metrics, trainer, resume)
+
+
+def _record_pool(cfg: DictConfig, datamodule: SceneDataModule, out_dir: Path) -> dict[str, Any]:
+    """The pool pre-trained on, for ``final_metrics.json`` (a reused stage is checked against it); a fraction < 1
+    also writes its scene indices to ``out_dir/train_subset.json`` (what a data-scaling study's nesting is checked
+    with)."""
+    indices = datamodule.train_indices
+    total = len(datamodule.datasets["train"])
+    pool = {
+        "train_fraction": float(cfg.get("train_fraction", 1.0)),
+        "train_subset_seed": int(cfg.get("train_subset_seed", 0)),
+        "train_scenes": total if indices is None else len(indices),
+    }
+    if indices is not None:  # every rank draws the same pool (as save_run_config, each writes the same file)
+        record = {**pool, "train_split_scenes": total, "indices": list(indices)}
+        atomic_write_text(out_dir / SUBSET_FILE, json.dumps(record))
+    return pool

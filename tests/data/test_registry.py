@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -117,6 +118,7 @@ def test_data_configs_agree_with_the_registry(info: DatasetInfo) -> None:
     assert timeline is not None and info.converter is not None
     assert cfg["name"] == info.name.value
     assert (cfg["num_steps"], cfg["current_step"]) == (timeline.num_steps, timeline.current_step)
+    assert cfg["dt"] == pytest.approx(timeline.dt)
     assert cfg["num_historical_steps"] == timeline.num_historical_steps
     assert cfg["num_future_steps"] == timeline.num_future_steps
     assert cfg["converter"]["_target_"] == info.converter.replace(":", ".")
@@ -138,12 +140,21 @@ def test_converted_scenes_have_the_registered_timeline(tmp_path: Path) -> None:
 
     generate_av1(tmp_path / "av1", "val", num_scenes=1, seed=0)
     generate_av2(tmp_path / "av2", "val", num_scenes=1, seed=0)
-    roots = {Dataset.AV1: tmp_path / "av1", Dataset.AV2: tmp_path / "av2"}
+    from smartpretrain.data.formats import eth_ucy
+
+    slots = np.arange(20)
+    eth_ucy.write_annotations(  # one pedestrian walking through one window of the ETH fold's test scene
+        tmp_path / "eth_ucy" / "biwi_eth.txt",
+        eth_ucy.Annotations(frame=10 * slots, ped_id=np.ones(20, np.int64), xy=np.stack([0.5 * slots, 0 * slots], 1)),
+    )
+    roots = {Dataset.AV1: tmp_path / "av1", Dataset.AV2: tmp_path / "av2", Dataset.ETH_UCY: tmp_path / "eth_ucy"}
+    splits = {Dataset.ETH_UCY: "eth_test"}
     if WOMD_FIXTURE.exists():
         roots[Dataset.WOMD] = WOMD_FIXTURE
+    assert set(roots) | {Dataset.WOMD, Dataset.SYNTHETIC} == set(Dataset)
     for name, root in roots.items():
         info = dataset_info(name)
-        converter = info.converter_class()(root, "val")
+        converter = info.converter_class()(root, splits.get(name, "val"))
         scene = converter.convert(converter.list_items()[0]).scene
         assert info.timeline is not None
         assert scene.dataset is name

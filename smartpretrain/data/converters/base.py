@@ -193,6 +193,11 @@ class SceneConverter(abc.ABC):
         """Every file converting ``item`` reads (its raw-input fingerprint); ``[item_path(item)]`` by default."""
         return [self.item_path(item)]
 
+    def accounting(self) -> dict[str, Any] | None:
+        """What happened to the raw records the items do not show one to one (ETH/UCY: every pedestrian of the
+        recordings, whose windows are the items), recorded in the manifest as ``accounting``; None: nothing."""
+        return None
+
     def describe(self) -> dict[str, object]:
         """Converter settings recorded in the manifest."""
         return {"dataset": self.dataset.value, "raw_root": str(self.raw_root), "split": self.split}
