@@ -2,9 +2,11 @@
 
     python -m smartpretrain.evaluate mode=val data=av2 cache_root=cache ckpt_path=<path | https://... | hf://...>
     python -m smartpretrain.evaluate mode=test data=av2 cache_root=cache ckpt_path=...   # AV2 submission parquet
+    python -m smartpretrain.evaluate mode=test data=womd cache_root=cache ckpt_path=...  # WOMD submission.tar.gz
 
 ``val`` prints a metrics table (overall and per dataset) and writes ``metrics.json``; ``test`` writes
-``submission.parquet`` for the scored agents of each scene. ``num_plots=N`` also saves PNGs of the first N scenes
+``submission.parquet`` for the scored agents of each scene (WOMD: the challenge's ``submission.tar.gz`` with every
+track to predict; docs/submission.md). ``num_plots=N`` also saves PNGs of the first N scenes
 with their K predicted futures. A bad option, an empty split or missing weights end with one line
 ``smartpretrain.evaluate: error: ...`` and exit status 2.
 """

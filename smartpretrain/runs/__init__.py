@@ -15,7 +15,9 @@ per entry point, importable by the pipeline, the scripts and the tests:
 * :mod:`~smartpretrain.runs.embedding`: per-agent embedding records of a cache split (``configs/embed.yaml``);
 * :mod:`~smartpretrain.runs.pipeline`: pre-train -> fine-tune (pre-trained and scratch arms) -> evaluate as one
   function, reusing finished stages (the demo, ``scripts/study_av1.py``, ``av1_ssl_run.py``, ``av1_small_run.py``,
-  ``mix_pretrain_run.py``); :mod:`~smartpretrain.runs.comparison`: the tables that compare its arms.
+  ``mix_pretrain_run.py``); :mod:`~smartpretrain.runs.comparison`: the tables that compare its arms;
+  :mod:`~smartpretrain.runs.studies`: what the study scripts share (AV1 conversion, reused results, timers);
+  :mod:`~smartpretrain.runs.scaling`: the pre-training data-scaling study (pools, budgets, power-law fit, plot).
 
 What every training run shares:
 
@@ -26,7 +28,8 @@ What every training run shares:
 
 Configs mirror this: one top config per entry point (``configs/{convert,pretrain,train,evaluate}.yaml``) composes
 the groups ``data/``, ``model/``, ``ssl/`` (pre-training), ``trainer/`` (the Lightning Trainer: ``cpu``, ``gpu``),
-``callbacks/`` (``default``: exact resume, lr monitor, best-k + last checkpoints, periodic ``last.ckpt``) and
-``logger/`` (``csv``, ``tensorboard``, ``csv_tensorboard``), and ``experiment/`` presets. The run's own options
-(``seed``, ``monitor``, ``save_top_k``, ``checkpoint.*``) stay in the top config; the groups refer to them.
+``callbacks/`` (``default``: exact resume, lr monitor, best-k checkpoints, ``last.ckpt`` at every epoch end and
+periodically) and ``logger/`` (``csv``, ``tensorboard``, ``csv_tensorboard``), and ``experiment/`` presets. The
+run's own options (``seed``, ``monitor``, ``save_top_k``, ``checkpoint.*``) stay in the top config; the groups refer
+to them.
 """
