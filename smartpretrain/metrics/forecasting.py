@@ -31,10 +31,10 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 
 from smartpretrain.data.registry import metric_group
 from smartpretrain.data.taxonomy import AgentRole
+from smartpretrain.metrics.grouped import GroupedSumMetric
 
 #: the metrics computed for each K, in output order (the output key is ``f"{name}_{K}"``)
 METRIC_NAMES: tuple[str, ...] = ("minADE", "minFDE", "MR", "brier-minFDE")
@@ -185,7 +185,7 @@ def forecast_errors(
 # ----------------------------------------------------------------------------------------------- torchmetrics
 
 
-class ForecastingMetrics(Metric):
+class ForecastingMetrics(GroupedSumMetric):
     """minADE / minFDE / MR / brier-minFDE for each K in ``ks``, overall and per dataset.
 
     ``update(pred [N, M, F, 2], prob [N, M], target [N, F, 2], valid [N, F], group=None)``; ``group`` is one
@@ -209,12 +209,6 @@ class ForecastingMetrics(Metric):
     column ``4 * i + j`` the sum of metric ``METRIC_NAMES[j]`` at ``ks[i]``, last column the number of agents.
     """
 
-    is_differentiable: ClassVar[bool] = False
-    higher_is_better: ClassVar[bool] = False
-    full_state_update: ClassVar[bool] = False
-
-    totals: Tensor
-
     def __init__(
         self,
         ks: Sequence[int] = (1, 6),
@@ -222,38 +216,17 @@ class ForecastingMetrics(Metric):
         datasets: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
         ks = tuple(int(k) for k in ks)
         if not ks or any(k < 1 for k in ks) or len(set(ks)) != len(ks):
             raise ValueError(f"ks must be distinct positive integers, got {ks}")
-        datasets = tuple(str(d) for d in datasets)
-        if len(set(datasets)) != len(datasets) or any("/" in d for d in datasets):
-            raise ValueError(f"dataset names must be distinct and contain no '/', got {datasets}")
+        super().__init__(num_columns=len(METRIC_NAMES) * len(ks) + 1, datasets=datasets, **kwargs)
         self.ks = ks
         self.miss_threshold = float(miss_threshold)
-        self.datasets = datasets
-        self._dataset_index = {name: i for i, name in enumerate(datasets)}
-        num_columns = len(METRIC_NAMES) * len(ks) + 1
-        self.add_state(
-            "totals", default=torch.zeros(1 + len(datasets), num_columns, dtype=torch.float64), dist_reduce_fx="sum"
-        )
 
     @property
     def metric_names(self) -> list[str]:
         """The overall output keys, in output order."""
         return [f"{name}_{k}" for k in self.ks for name in METRIC_NAMES]
-
-    def _group_index(self, group: str | Sequence[str] | None, n: int) -> Tensor | None:
-        if group is None or not self.datasets:
-            return None
-        names = [group] * n if isinstance(group, str) else list(group)
-        if len(names) != n:
-            raise ValueError(f"group has {len(names)} names for {n} agents")
-        try:
-            index = [self._dataset_index[name] for name in names]
-        except KeyError as err:
-            raise ValueError(f"dataset {err.args[0]!r} is not one of the metric's datasets {self.datasets}") from None
-        return torch.tensor(index, dtype=torch.long, device=self.totals.device)
 
     def update(
         self,
@@ -279,10 +252,7 @@ class ForecastingMetrics(Metric):
             err = forecast_errors(pred, prob, target, valid, k, self.miss_threshold)
             columns += [err.ade, err.fde, err.missed.double(), err.brier_fde]
         columns.append(torch.ones_like(columns[0]))
-        values = torch.stack(columns, dim=1).to(self.totals.device)  # [n, 4 * len(ks) + 1]
-        self.totals[0] += values.sum(dim=0)
-        if group_index is not None:
-            self.totals[1:].index_add_(0, group_index, values)
+        self._accumulate(torch.stack(columns, dim=1), group_index)  # [n, 4 * len(ks) + 1]
 
     def _row(self, row: Tensor, prefix: str = "") -> dict[str, Tensor]:
         count = row[-1]

@@ -1,5 +1,5 @@
-"""A torchmetrics base for metrics kept as sums, overall and per dataset group (the pattern of
-:class:`~smartpretrain.metrics.forecasting.ForecastingMetrics`).
+"""A torchmetrics base for metrics kept as sums, overall and per dataset group (the AV2-convention
+:class:`~smartpretrain.metrics.forecasting.ForecastingMetrics`, the Waymo and the pedestrian metrics).
 
 The only state is one float64 tensor ``totals [1 + G, C]``: row 0 the sums over every agent, row ``1 + d`` those
 of group ``datasets[d]``; the C columns are the subclass's (sums and counts). It is reduced with ``"sum"``, so
