@@ -22,7 +22,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from smartpretrain.runs.cli import hydra_run_dir, one_line_errors
+from smartpretrain.runs.cli import hydra_run_dir, one_line_errors, refuse_unshared_launch
 from smartpretrain.runs.console import quiet_libraries
 from smartpretrain.runs.embedding import EXPECTED_ERRORS, embed
 
@@ -35,4 +35,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_unshared_launch("smartpretrain.embed")
     main()

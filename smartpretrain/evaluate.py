@@ -16,7 +16,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from smartpretrain.runs.cli import hydra_run_dir, one_line_errors
+from smartpretrain.runs.cli import hydra_run_dir, one_line_errors, refuse_unshared_launch
 from smartpretrain.runs.console import quiet_libraries
 from smartpretrain.runs.evaluation import EXPECTED_ERRORS, evaluate
 
@@ -29,4 +29,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_unshared_launch("smartpretrain.evaluate")
     main()

@@ -12,7 +12,7 @@ import json
 import hydra
 from omegaconf import DictConfig
 
-from smartpretrain.runs.cli import hydra_run_dir, one_line_errors
+from smartpretrain.runs.cli import hydra_run_dir, one_line_errors, refuse_unshared_launch
 from smartpretrain.runs.console import quiet_libraries
 from smartpretrain.runs.pretraining import EXPECTED_ERRORS, run
 
@@ -26,4 +26,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_unshared_launch("smartpretrain.pretrain")
     main()

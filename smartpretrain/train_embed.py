@@ -10,7 +10,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from smartpretrain.runs.cli import hydra_run_dir, one_line_errors
+from smartpretrain.runs.cli import hydra_run_dir, one_line_errors, refuse_unshared_launch
 from smartpretrain.runs.console import quiet_libraries
 from smartpretrain.runs.trajectory_embedding import EXPECTED_ERRORS, run
 
@@ -23,4 +23,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_unshared_launch("smartpretrain.train_embed")
     main()

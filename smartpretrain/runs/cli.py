@@ -9,7 +9,11 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 
-__all__ = ["hydra_run_dir", "one_line_errors"]
+from smartpretrain.runs.cluster import register_resolvers, unshared_run_folder
+
+__all__ = ["hydra_run_dir", "one_line_errors", "refuse_unshared_launch"]
+
+register_resolvers()  # the configs' ${sp.*} resolvers, before an entry point's @hydra.main composes them
 
 
 def hydra_run_dir() -> Path:
@@ -26,3 +30,12 @@ def one_line_errors(prog: str, expected: tuple[type[Exception], ...]) -> Iterato
     except expected as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def refuse_unshared_launch(prog: str) -> None:
+    """Before Hydra composes anything: processes of one torchrun launch that could not agree on a run folder end
+    with ``<prog>: error: ...`` and exit status 2 (:func:`~smartpretrain.runs.cluster.unshared_run_folder`)."""
+    reason = unshared_run_folder(sys.argv[1:])
+    if reason is not None:
+        print(f"{prog}: error: {reason}", file=sys.stderr, flush=True)
+        raise SystemExit(2)

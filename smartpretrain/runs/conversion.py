@@ -19,7 +19,7 @@ from smartpretrain.data.cache import CacheError
 from smartpretrain.data.conversion import ConversionSettings, StrictModeError, convert_split, summary_line
 from smartpretrain.io.atomic import atomic_write_text
 
-__all__ = ["CONFIG_NAME", "EXPECTED_ERRORS", "run"]
+__all__ = ["CONFIG_NAME", "EXPECTED_ERRORS", "run", "shard_spec"]
 
 #: the run configuration written beside a converted split
 CONFIG_NAME = "convert_config.yaml"
@@ -40,12 +40,28 @@ def _as_int(cfg: DictConfig, name: str) -> int:
         raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
 
+def shard_spec(shard: Any, num_shards: Any) -> str:
+    """``shard`` as ``"i/n"``: given so, or as an integer ``i`` with ``num_shards=n`` (what a multirun sweep such as
+    ``shard='range(16)' num_shards=16`` gives each job)."""
+    if num_shards is None:
+        if isinstance(shard, int) and not isinstance(shard, bool):
+            raise ValueError(f"shard={shard}: give num_shards=<n> too (or shard={shard}/<n>)")
+        return str(shard)
+    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
+        raise ValueError(f"num_shards must be a positive integer, got {num_shards!r}")
+    if isinstance(shard, bool) or not isinstance(shard, int):
+        if str(shard).split("/")[-1] == str(num_shards):
+            return str(shard)
+        raise ValueError(f"shard={shard!r} with num_shards={num_shards}: give shard as an integer 0..{num_shards - 1}")
+    return f"{shard}/{num_shards}"
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one conversion from a composed config; returns the manifest."""
     settings = ConversionSettings(  # every option is checked here, before any work
         num_workers=_as_int(cfg, "num_workers"),
         scenes_per_part=_as_int(cfg, "scenes_per_part"),
-        shard=str(cfg.shard),
+        shard=shard_spec(cfg.shard, cfg.get("num_shards")),
         strict=bool(cfg.strict),
         overwrite=bool(cfg.overwrite),
         progress=bool(cfg.progress),

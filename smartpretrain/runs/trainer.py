@@ -3,10 +3,12 @@
 * :func:`save_run_config`: the resolved config and the seed beside the run's outputs;
 * :func:`build_backbone`: ``cfg.model`` plus ``pretrained_ckpt`` (SSL transfer) and / or ``ckpt_path`` weights,
   each through the one safe loading path (:mod:`smartpretrain.io.checkpoints`, ``weights_only=True``);
-* :func:`resume_checkpoint`: ``resume=`` (a path, ``https://`` or ``hf://``) resolved, verified as weights-only
+* :func:`resume_checkpoint`: ``resume=`` (a path, ``https://``, ``hf://``, or ``auto``: the run folder's own
+  ``last.ckpt`` when it exists, for requeued cluster jobs) resolved, verified as weights-only
   loadable, and handed to Lightning as a local file that it then also loads with ``weights_only=True``;
 * :func:`build_callbacks` / :func:`build_loggers` / :func:`build_trainer`: the Trainer of ``cfg.trainer``
-  (``configs/trainer/``) with the callbacks of ``cfg.callbacks`` (``configs/callbacks/``: exact resume, lr
+  (``configs/trainer/``; under torchrun or submitit checked against the launched world,
+  :mod:`smartpretrain.runs.cluster`) with the callbacks of ``cfg.callbacks`` (``configs/callbacks/``: exact resume, lr
   monitor, best-k + last checkpoints, periodic ``last.ckpt`` refreshes) and the loggers of ``cfg.logger``
   (``configs/logger/``: csv, tensorboard). A spec's ``???`` run-folder argument is filled in here: ``dirpath``
   is ``<run>/checkpoints``, ``save_dir`` the run folder;
@@ -29,12 +31,20 @@ from pytorch_lightning.loggers import Logger
 from smartpretrain.backbones.base import Backbone
 from smartpretrain.io.atomic import atomic_write_text
 from smartpretrain.io.checkpoints import extract_state_dict, load_checkpoint, load_into, verified_local_checkpoint
+from smartpretrain.runs.cluster import check_launch, cluster_plugins
 from smartpretrain.runs.guards import RunConfigError
 from smartpretrain.tasks.transfer import transfer_pretrained
 
 log = logging.getLogger(__name__)
 
+#: the checkpoints of a run, under its folder (best-k, ``last.ckpt``)
+CHECKPOINT_DIR = "checkpoints"
+#: ``resume=auto``: the run folder's own ``last.ckpt`` when it has one (see :func:`resume_checkpoint`)
+RESUME_AUTO = "auto"
+
 __all__ = [
+    "CHECKPOINT_DIR",
+    "RESUME_AUTO",
     "build_backbone",
     "build_callbacks",
     "build_loggers",
@@ -117,19 +127,32 @@ def build_backbone(cfg: DictConfig, out_dir: Path | None = None) -> Backbone:
     return backbone
 
 
-def resume_checkpoint(cfg: DictConfig) -> Path | None:
+def resume_checkpoint(cfg: DictConfig, out_dir: Path | None = None) -> Path | None:
     """``cfg.resume`` as a verified local file (None when not resuming). Remote sources are downloaded into the
     checkpoint cache first; the file must load with ``weights_only=True`` or it is refused here, before Lightning
-    sees it."""
+    sees it.
+
+    ``resume=auto`` resumes from this run folder's own ``checkpoints/last.ckpt`` when there is one, else starts
+    afresh: what a cluster job that is requeued into the same folder (a SLURM time limit or pre-emption, submitit's
+    ``max_num_timeout``) needs to pick up where it was stopped."""
     source = cfg.get("resume")
     if not source:
         return None
+    if str(source) == RESUME_AUTO:
+        if out_dir is None:
+            raise RunConfigError("resume=auto: this run has no run folder to resume from; give resume=<checkpoint>")
+        last = out_dir / CHECKPOINT_DIR / "last.ckpt"
+        if not last.exists():
+            print(f"resume=auto: no {last} yet, starting afresh", flush=True)
+            return None
+        print(f"resume=auto: resuming from {last}", flush=True)
+        return verified_local_checkpoint(str(last))
     return verified_local_checkpoint(str(source), sha256=cfg.get("resume_sha256"), **download_options(cfg))
 
 
 def _run_folders(spec: DictConfig, out_dir: Path) -> dict[str, Any]:
     """The run-folder arguments that ``spec`` leaves to the run (``???``): ``dirpath``, ``save_dir``."""
-    folders: dict[str, Any] = {"dirpath": out_dir / "checkpoints", "save_dir": str(out_dir)}
+    folders: dict[str, Any] = {"dirpath": out_dir / CHECKPOINT_DIR, "save_dir": str(out_dir)}
     return {key: value for key, value in folders.items() if OmegaConf.is_missing(spec, key)}
 
 
@@ -159,15 +182,20 @@ def build_trainer(cfg: DictConfig, out_dir: Path, **trainer_kwargs: Any) -> tupl
     """The Trainer of ``cfg.trainer`` with the callbacks and loggers of the config; returns it and the checkpoint
     callback that keeps the best ``save_top_k`` by ``monitor`` (None when ``callbacks.best_checkpoint=null``).
 
-    ``trainer_kwargs`` are what the task decides, not the user (e.g. ``use_distributed_sampler=False``).
+    ``trainer_kwargs`` are what the task decides, not the user (e.g. ``use_distributed_sampler=False``). Under a
+    cluster launcher (:mod:`smartpretrain.runs.cluster`) the Trainer must match the world it started, and a
+    submitit task gets its cluster environment.
     """
+    launch = check_launch(cfg)
     callbacks = build_callbacks(cfg, out_dir)
     loggers = build_loggers(cfg, out_dir)
+    plugins = cluster_plugins(launch)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(out_dir),
         logger=loggers or False,
         callbacks=callbacks,
+        **({"plugins": plugins} if plugins else {}),
         **trainer_kwargs,
     )
     best = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor is not None), None)

@@ -357,7 +357,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     train_splits = [split_info(s, limit) for s in train_sources]
     val_splits = [split_info(s, limit) for s in val_sources]
     spec = window_spec(cfg, train_splits + val_splits)
-    resume = resume_checkpoint(cfg)
+    resume = resume_checkpoint(cfg, out_dir)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     save_run_config(cfg, out_dir)
     train_parts = _windows(train_splits, spec, "train")

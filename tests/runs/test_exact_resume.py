@@ -105,6 +105,20 @@ def test_mixture_pretrain_resumes_exactly_after_kill(mix_cache: Path, tmp_path: 
     _resume_and_compare("pretrain", "pretrain", overrides, tmp_path, 4, ("val_loss",))
 
 
+def test_a_requeued_job_resumes_exactly_from_its_own_folder_with_resume_auto(av1_cache: Path, tmp_path: Path) -> None:
+    """A cluster job stopped by its time limit and requeued into the same run folder (submitit's
+    ``max_num_timeout``, the same command line): ``resume=auto`` starts afresh the first time (no last.ckpt yet)
+    and picks up the folder's last.ckpt the second, to the uninterrupted run's result."""
+    overrides = [
+        "model=qcnet_small", "data=av1", f"cache_root={av1_cache}", "max_epochs=1", "batch_size=2",
+        "num_workers=1", "model.dropout=0.1", "resume=auto", *COMMON, *QUIET,
+    ]  # fmt: skip
+    finetuning.run(compose_config("train", overrides), tmp_path / "reference")  # resume=auto on an empty folder
+    _killed_run("smartpretrain.finetune", overrides, tmp_path / "job", 2)
+    finetuning.run(compose_config("train", overrides), tmp_path / "job")
+    _compare(tmp_path / "reference", tmp_path / "job", ("val_minFDE_6", "val_loss"))
+
+
 def test_resuming_a_finished_run_keeps_its_final_metrics(av1_cache: Path, tmp_path: Path) -> None:
     from smartpretrain.runs.finetuning import run
 
