@@ -1,8 +1,11 @@
-"""Training-step cost of a backbone: ms per scene and peak memory of one optimisation step, on AV2-fixture batches.
+"""Training-step cost of a backbone: steps/s, ms per scene and peak memory of one optimisation step, on AV2-fixture
+batches.
 
     python scripts/bench_train.py --model qcnet --batch-sizes 1 2 4 --steps 5 --out benchmarks/results/train.json
     python scripts/bench_train.py --model qcnet_small --batch-sizes 4 --kinds ssl finetune
     python scripts/bench_train.py --device cuda --precision bf16 ...          # on a GPU machine
+    python scripts/bench_train.py --preset gpu                                # the GPU preset (below)
+    python scripts/bench_train.py --preset gpu --device cpu --models qcnet_small --batch-sizes 1 --steps 1  # on CPU
     python scripts/bench_train.py --model forecast_mae qcnet_small --kinds ssl --batch-sizes 4 \
         --ssl-arms tcl_trl control fd id mhc tcl_trl_control --ssl-experiment smartpretrain_forecast_mae_cpu_small \
         --out benchmarks/results/train_control_forecast_mae_cpu.json
@@ -11,7 +14,8 @@
 
 Kinds of step (``--kinds``, default ``finetune ssl``):
 
-* ``finetune``: the backbone's forecasting forward + loss + backward + AdamW step (``configs/train.yaml``).
+* ``finetune``: :meth:`~smartpretrain.tasks.finetune.FinetuneTask.training_step` (the backbone's forecasting
+  forward + loss, float32 past the backbone under bf16) + backward + AdamW step (``configs/train.yaml``).
 * ``ssl``: one SmartPretrain pre-training step of :class:`~smartpretrain.tasks.pretrain.PretrainTask` as built by
   :func:`smartpretrain.runs.pretraining.build_task` from ``configs/pretrain.yaml`` (the model with its
   ``pretrain_overrides``, e.g. QCNet's single-mode propose stack, plus the SSL heads of the model's SSL experiment,
@@ -27,6 +31,16 @@ Kinds of step (``--kinds``, default ``finetune ssl``):
 
 * ``forward``: the backbone's forecasting forward pass alone, in eval mode without autograd (validation / test).
 * ``forward_backward``: the forecasting forward + loss + backward in train mode, without the optimizer step.
+
+``--preset gpu`` is the GPU training benchmark: QCNet and Forecast-MAE, fine-tuning and SSL steps, on ``cuda`` in
+bf16 autocast with TF32 matmuls (``torch.set_float32_matmul_precision("high")``, what
+``performance.float32_matmul_precision=auto`` sets for training on CUDA), at the per-GPU batch sizes of their
+training recipes and twice those (``PRESETS``), 20 timed steps, into ``benchmarks/results/train_gpu.json``.
+Arguments given on the command line override the preset's values (``--device cpu`` runs the same path on CPU).
+A run on ``cuda`` without a CUDA device measures nothing and exits with status 2.
+
+Every case reports steps/s (of the median step), ms per step and per scene, and peak memory: GPU memory
+(``torch.cuda.max_memory_allocated``) on CUDA, and the process's max RSS.
 
 ``--trees NAME=PATH ...`` times the same cases with the ``smartpretrain`` package of other checkouts (e.g. the
 commit before a speed change, ``git worktree add ../before <commit>``), interleaved case by case and repeated
@@ -62,6 +76,34 @@ FIXTURE_ID = "0a1e6f0a-1817-4a98-b02e-db8c9327d151"
 WARMUP_STEPS = 2
 KINDS = ("finetune", "ssl", "forward", "forward_backward")
 DEFAULT_KINDS = ("finetune", "ssl")
+#: the values of the options that neither the command line nor a preset gives
+DEFAULTS: dict[str, Any] = {
+    "models": ["qcnet"],
+    "batch_sizes": [1, 2, 4],
+    "steps": 5,
+    "kinds": list(DEFAULT_KINDS),
+    "device": "cpu",
+    "precision": "fp32",
+    "matmul_precision": None,
+    "out": REPO / "benchmarks" / "results" / "train.json",
+}
+#: ``--preset NAME``: option values (``batch_sizes`` per model) that explicit command-line arguments override
+PRESETS: dict[str, dict[str, Any]] = {
+    "gpu": {
+        "models": ["qcnet", "forecast_mae"],
+        "kinds": ["finetune", "ssl"],
+        "device": "cuda",
+        "precision": "bf16",
+        "matmul_precision": "high",  # TF32
+        # the per-GPU batch of each model's training recipe, and twice that (headroom on a large GPU): QCNet trains
+        # (and SmartPretrain pre-trains it) with 4 scenes per GPU on 8 GPUs, 32 in all
+        # (configs/experiment/smartpretrain_qcnet_av2.yaml); Forecast-MAE with 32 per GPU on 4 GPUs
+        # (configs/experiment/smartpretrain_forecast_mae_av2.yaml)
+        "batch_sizes": {"qcnet": [4, 8], "forecast_mae": [32, 64]},
+        "steps": 20,
+        "out": REPO / "benchmarks" / "results" / "train_gpu.json",
+    }
+}
 #: the pre-training experiment whose SSL heads go with each model (anything else: ``configs/ssl`` defaults)
 SSL_EXPERIMENTS = {
     "qcnet": "smartpretrain_qcnet_av2",
@@ -120,22 +162,30 @@ def forecasting_setup(model_name: str, batch_size: int, device: str, precision: 
 
 
 def finetune_case(model_name: str, batch_size: int, steps: int, device: str, precision: str) -> dict[str, object]:
-    """Forecasting step: build the model and batch, time ``steps`` optimizer steps after the warm-ups."""
+    """Forecasting step: build the model and batch, time ``steps`` optimizer steps after the warm-ups. The step is
+    the fine-tuning task's own (:meth:`FinetuneTask.training_step`; its logging does nothing without a Trainer)."""
+    import warnings
+
     import torch
 
+    from smartpretrain.tasks.finetune import FinetuneTask
+
     backbone, batch, dtype = forecasting_setup(model_name, batch_size, device, precision, train=True)
+    task = FinetuneTask(backbone).to(device)
     optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-4)
 
     def step() -> Any:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
-            loss = backbone.loss(batch, backbone(batch))["loss"]
+            loss = task.training_step(batch, 0)
         loss.backward()
         optimizer.step()
         return loss
 
     rss_before = start_memory(device)
-    times, loss = time_steps(step, steps, device)
+    with warnings.catch_warnings():  # self.log() without a Trainer warns at every step
+        warnings.simplefilter("ignore")
+        times, loss = time_steps(step, steps, device)
     return {
         **batch_sizes(backbone, batch),
         **timing(times, batch_size),
@@ -258,6 +308,7 @@ def start_memory(device: str) -> int:
 def timing(times: list[float], batch_size: int) -> dict[str, object]:
     ms = 1e3 * statistics.median(times)
     return {
+        "steps_per_s": round(1e3 / ms, 3),  # of the median step
         "step_ms_median": round(ms, 1),
         "ms_per_scene": round(ms / batch_size, 1),
         "step_ms_all": [round(1e3 * t, 1) for t in times],
@@ -285,15 +336,22 @@ def run_case(
     kind: str = "finetune",
     arm: str = "tcl_trl",
     experiment: str | None = None,
+    matmul_precision: str | None = None,
 ) -> dict[str, object]:
-    """One case in this process (``arm``, ``experiment``: the objectives and preset of an ``ssl`` step)."""
+    """One case in this process (``arm``, ``experiment``: the objectives and preset of an ``ssl`` step;
+    ``matmul_precision``: for ``torch.set_float32_matmul_precision``, None leaves torch's default)."""
+    import torch
+
+    if matmul_precision is not None:
+        torch.set_float32_matmul_precision(matmul_precision)
     if kind in ("forward", "forward_backward"):
         body = pass_case(model_name, batch_size, steps, device, precision, backward=kind == "forward_backward")
     elif kind == "ssl":
         body = ssl_case(model_name, batch_size, steps, device, precision, arm, experiment)
     else:
         body = finetune_case(model_name, batch_size, steps, device, precision)
-    head = {"model": model_name, "kind": kind, "device": device, "precision": precision, "batch_size": batch_size}
+    head = {"model": model_name, "kind": kind, "device": device, "precision": precision, "batch_size": batch_size,
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}  # fmt: skip
     return {**head, **body}
 
 
@@ -377,8 +435,8 @@ def table(results: list[dict[str, Any]]) -> str:
     by_key = {(r["model"], r["batch_size"], r["kind"]): r for r in _main_arm(results)}
     gpu = any("peak_gpu_mib" in r for r in results)
     mem = "peak GPU MiB" if gpu else "peak RSS MiB"
-    head = ["model", "batch", "fine-tune ms/scene", "SSL ms/scene", "SSL / fine-tune", "SSL queries/scene"]
-    head += [f"fine-tune {mem}", f"SSL {mem}"]
+    head = ["model", "batch", "fine-tune steps/s", "SSL steps/s", "fine-tune ms/scene", "SSL ms/scene"]
+    head += ["SSL / fine-tune", "SSL queries/scene", f"fine-tune {mem}", f"SSL {mem}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model, bs in dict.fromkeys((r["model"], r["batch_size"]) for r in results):
         ft, ssl = by_key.get((model, bs, "finetune")), by_key.get((model, bs, "ssl"))
@@ -388,7 +446,8 @@ def table(results: list[dict[str, Any]]) -> str:
 
         ratio = f"{ssl['step_ms_median'] / ft['step_ms_median']:.2f}" if ft and ssl else "-"
         mem_key = "peak_gpu_mib" if gpu else "peak_rss_mib"
-        cells = [model, str(bs), get(ft, "ms_per_scene"), get(ssl, "ms_per_scene"), ratio]
+        cells = [model, str(bs), get(ft, "steps_per_s"), get(ssl, "steps_per_s")]
+        cells += [get(ft, "ms_per_scene"), get(ssl, "ms_per_scene"), ratio]
         cells += [get(ssl, "queries_per_scene"), get(ft, mem_key), get(ssl, mem_key)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -410,6 +469,8 @@ def run_subprocess(
            "--device", args.device, "--precision", args.precision, "--case", str(bs), "--ssl-arms", arm]  # fmt: skip
     if args.ssl_experiment:
         cmd += ["--ssl-experiment", args.ssl_experiment]
+    if args.matmul_precision:
+        cmd += ["--matmul-precision", args.matmul_precision]
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])
@@ -420,12 +481,14 @@ def run_subprocess(
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; options a preset can set default to None (filled in by :func:`resolve`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", "--models", dest="models", nargs="+", default=["qcnet"], help="model config(s)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--steps", type=int, default=5, help=f"timed steps per case (after {WARMUP_STEPS} warm-ups)")
-    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(DEFAULT_KINDS), help="which steps to time")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a set of defaults (see above)")
+    parser.add_argument("--model", "--models", dest="models", nargs="+", default=None, help="model config(s)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="scenes per batch (every model)")
+    parser.add_argument("--steps", type=int, default=None, help=f"timed steps per case (after {WARMUP_STEPS} warm-ups)")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=None, help="which steps to time")
     parser.add_argument(
         "--trees",
         nargs="+",
@@ -438,18 +501,59 @@ def main() -> None:
         "--ssl-arms", nargs="+", default=["tcl_trl"], choices=sorted(PRETRAIN_ARMS), help="objective sets of ssl steps"
     )
     parser.add_argument("--ssl-experiment", default=None, help="pre-training preset of ssl steps (default: per model)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train.json")
+    parser.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="fp32 (default) or bf16 autocast")
+    parser.add_argument(
+        "--matmul-precision",
+        choices=["highest", "high", "medium"],
+        default=None,
+        help="torch.set_float32_matmul_precision (high: TF32); default: torch's",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="the JSON report")
     parser.add_argument("--case", type=int, default=None, help=argparse.SUPPRESS)  # internal: run one case
-    args = parser.parse_args()
+    return parser
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with every option the command line left out taken from the preset, else from ``DEFAULTS``;
+    ``batch_sizes`` becomes one list per model (the preset's per model, unless ``--batch-sizes`` was given)."""
+    preset = PRESETS[args.preset] if args.preset else {}
+    given_sizes = args.batch_sizes
+    for name, default in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, preset.get(name, default))
+    if given_sizes is not None:
+        args.batch_sizes = {model: list(given_sizes) for model in args.models}
+    elif isinstance(args.batch_sizes, dict):
+        args.batch_sizes = {model: list(args.batch_sizes.get(model, DEFAULTS["batch_sizes"])) for model in args.models}
+    else:
+        args.batch_sizes = {model: list(args.batch_sizes) for model in args.models}
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = resolve(parser.parse_args(argv))
     if args.steps < 1:
         parser.error("--steps must be >= 1")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(
+                f"bench_train.py: error: no CUDA device is available (--device {args.device}); nothing was measured",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(2)
     if not FIXTURE.exists():
         raise SystemExit(f"{FIXTURE} not found: this benchmark needs ../shared beside the repository")
     if args.case is not None:
         (model,), (kind,), (arm,) = args.models, args.kinds, args.ssl_arms
-        case = run_case(model, args.case, args.steps, args.device, args.precision, kind, arm, args.ssl_experiment)
+        case = run_case(
+            model, args.case, args.steps, args.device, args.precision, kind, arm, args.ssl_experiment,
+            args.matmul_precision,
+        )  # fmt: skip
         print(json.dumps(case))
         return
     kinds = [k for k in KINDS if k in args.kinds]
@@ -465,7 +569,7 @@ def main() -> None:
     results = []
     for round_index in range(max(args.repeats, 1) if args.trees else 1):
         for model in args.models:
-            for bs in args.batch_sizes:
+            for bs in args.batch_sizes[model]:
                 for kind, arm in [(k, a) for k in kinds for a in (args.ssl_arms if k == "ssl" else ["tcl_trl"])]:
                     for tree, path in trees.items():
                         result = run_subprocess(args, model, bs, kind, path, arm)
@@ -477,7 +581,8 @@ def main() -> None:
                         label = f"[{tree}] " if args.trees else ""
                         print(
                             f"{label}{model} {kind} {args.device} {args.precision} batch {bs}: "
-                            f"{result['step_ms_median']} ms/step, {result['ms_per_scene']} ms/scene ({what}), "
+                            f"{result['steps_per_s']} steps/s, {result['step_ms_median']} ms/step, "
+                            f"{result['ms_per_scene']} ms/scene ({what}), "
                             f"{peak}peak RSS {result['peak_rss_mib']} MiB{queries}",
                             flush=True,
                         )
@@ -486,8 +591,11 @@ def main() -> None:
         "settings": {
             "steps": args.steps,
             "warmup_steps": WARMUP_STEPS,
+            "preset": args.preset,
             "device": args.device,
             "precision": args.precision,
+            "float32_matmul_precision": args.matmul_precision,
+            "batch_sizes": args.batch_sizes,
             "kinds": kinds,
             "ssl_arms": args.ssl_arms,
             "ssl_experiment": args.ssl_experiment,

@@ -1,6 +1,6 @@
 """The study and benchmark scripts: the study's aggregation (:mod:`smartpretrain.runs.comparison`), the benchmark
-report's rendering (``scripts/bench_report.py``, a docs tool loaded from its file), and a tiny end-to-end study that
-resumes."""
+report's rendering (``scripts/bench_report.py``, a docs tool loaded from its file), a tiny end-to-end study that
+resumes, and the GPU preset of ``scripts/bench_train.py`` (its values, its refusal without CUDA, its path on CPU)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from smartpretrain.data.conversion import ConversionSettings, convert_split
 from smartpretrain.data.converters.av1 import Av1Converter
 from smartpretrain.data.synthetic import generate_av1
 from smartpretrain.runs.comparison import markdown_table, parse_epochs, summarise
-from tests.conftest import REPO
+from tests.conftest import AV2_FIXTURE_ROOT, REPO, require_shared
 
 
 def load_script(name: str) -> ModuleType:
@@ -176,3 +176,67 @@ def test_run_logged_names_the_failed_stage_and_its_log(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"failed \(exit 3\); see .*run\.log"):
         run_logged([sys.executable, "-c", "import sys; print('bad'); sys.exit(3)"], log)
     assert log.read_text().strip() == "bad"
+
+
+def _bench_args(bench: ModuleType, *argv: str) -> object:
+    return bench.resolve(bench.build_parser().parse_args(list(argv)))
+
+
+def test_bench_train_gpu_preset_and_what_overrides_it() -> None:
+    bench = load_script("bench_train")
+    gpu = _bench_args(bench, "--preset", "gpu")
+    assert gpu.models == ["qcnet", "forecast_mae"] and gpu.kinds == ["finetune", "ssl"]
+    assert (gpu.device, gpu.precision, gpu.matmul_precision, gpu.steps) == ("cuda", "bf16", "high", 20)
+    assert gpu.batch_sizes == {"qcnet": [4, 8], "forecast_mae": [32, 64]}
+    assert gpu.out == REPO / "benchmarks" / "results" / "train_gpu.json"
+    cpu = _bench_args(bench, "--preset", "gpu", "--device", "cpu", "--models", "qcnet_small", "--batch-sizes", "1",
+                      "--steps", "1", "--out", "x.json")  # fmt: skip
+    assert (cpu.device, cpu.models, cpu.batch_sizes, cpu.steps, cpu.out) == (
+        "cpu", ["qcnet_small"], {"qcnet_small": [1]}, 1, Path("x.json"),
+    )  # fmt: skip
+    assert (cpu.precision, cpu.matmul_precision, cpu.kinds) == ("bf16", "high", ["finetune", "ssl"])  # the preset's
+    mixed = _bench_args(bench, "--preset", "gpu", "--models", "qcnet", "qcnet_small", "--precision", "fp32")
+    assert mixed.batch_sizes == {"qcnet": [4, 8], "qcnet_small": [1, 2, 4]} and mixed.precision == "fp32"
+    plain = _bench_args(bench)
+    assert (plain.models, plain.batch_sizes, plain.device, plain.precision, plain.matmul_precision, plain.steps) == (
+        ["qcnet"], {"qcnet": [1, 2, 4]}, "cpu", "fp32", None, 5,
+    )  # fmt: skip
+    assert plain.out.name == "train.json" and plain.preset is None
+
+
+def test_bench_train_on_cuda_without_a_device_measures_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import torch
+
+    bench = load_script("bench_train")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as stopped:
+        bench.main(["--preset", "gpu", "--out", str(tmp_path / "train_gpu.json")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "bench_train.py: error: no CUDA device is available (--device cuda); nothing was measured"
+    ]
+    assert not (tmp_path / "train_gpu.json").exists()
+
+
+def test_bench_train_gpu_preset_path_on_cpu(tmp_path: Path) -> None:
+    """The preset's code path (bf16 autocast, TF32 setting, the fine-tuning task's and the pre-training task's
+    steps) on CPU, one step of QCNet-small: every case reports steps/s."""
+    require_shared(AV2_FIXTURE_ROOT)
+    out = tmp_path / "train_gpu.json"
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_train.py"), "--preset", "gpu", "--device", "cpu",
+           "--models", "qcnet_small", "--batch-sizes", "1", "--steps", "1", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    settings = report["settings"]
+    assert (settings["preset"], settings["device"], settings["precision"]) == ("gpu", "cpu", "bf16")
+    assert settings["float32_matmul_precision"] == "high" and settings["steps"] == 1
+    assert [(r["model"], r["kind"], r["batch_size"]) for r in report["results"]] == [
+        ("qcnet_small", "finetune", 1), ("qcnet_small", "ssl", 1),
+    ]  # fmt: skip
+    for result in report["results"]:
+        assert result["steps_per_s"] > 0 and result["loss_finite"]
+        assert result["float32_matmul_precision"] == "high" and result["precision"] == "bf16"
+    assert "fine-tune steps/s" in proc.stdout and "steps/s," in proc.stdout

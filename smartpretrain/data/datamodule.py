@@ -193,6 +193,12 @@ class SceneDataModule(pl.LightningDataModule):
         batch_size: scenes per batch and per process (DDP multiplies by the world size).
         val_batch_size: defaults to ``batch_size``.
         num_workers: DataLoader worker processes.
+        pin_memory: the loaders put batches in page-locked host memory (faster copies to the GPU).
+        persistent_workers: with ``num_workers > 0``, keep the workers alive from one epoch to the next (no
+            restart cost per epoch). It changes no batch: the order and every scene's seed come from the main
+            process's batch sampler (``(seed, epoch, scene)``, :mod:`~smartpretrain.data.batching`); the workers
+            hold no state of their own that an epoch or a resume would have to reset.
+        prefetch_factor: batches each worker loads ahead (None: PyTorch's default, 2); only with workers.
         train_transform / eval_transform: per-scene callables (view sampler + backbone adapter), or one per cache.
         collate_fn: batch collation; default keeps a list.
         mixture: draw train scenes from the caches with explicit weights (:class:`MixtureSpec`).
@@ -214,6 +220,8 @@ class SceneDataModule(pl.LightningDataModule):
         val_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
         train_transform: SceneTransform | Sequence[SceneTransform | None] | None = None,
         eval_transform: SceneTransform | Sequence[SceneTransform | None] | None = None,
         collate_fn: Callable[[list[Any]], Any] = collate_as_list,
@@ -233,6 +241,8 @@ class SceneDataModule(pl.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if int(num_workers) < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if prefetch_factor is not None and int(prefetch_factor) < 1:
+            raise ValueError(f"prefetch_factor must be >= 1 or null, got {prefetch_factor}")
         for name, value in (
             ("max_agents_per_batch", max_agents_per_batch),
             ("max_agents_per_scene", max_agents_per_scene),
@@ -243,7 +253,9 @@ class SceneDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
-        self.pin_memory = pin_memory
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.prefetch_factor = None if prefetch_factor is None else int(prefetch_factor)
         self.train_transform = train_transform
         self.eval_transform = eval_transform
         self.collate_fn = collate_fn
@@ -356,14 +368,18 @@ class SceneDataModule(pl.LightningDataModule):
         return sampler
 
     def _loader_kwargs(self) -> dict[str, Any]:
-        return {
+        kwargs: dict[str, Any] = {
             "num_workers": self.num_workers,
             "pin_memory": self.pin_memory,
             "collate_fn": worker_collate(self.collate_fn, self.num_workers),
-            "persistent_workers": self.num_workers > 0,
             # the workers' base seed comes from here, not from the global generator the training step uses
             "generator": torch.Generator().manual_seed(self.seed),
         }
+        if self.num_workers > 0:  # DataLoader refuses both without workers
+            kwargs["persistent_workers"] = self.persistent_workers
+            if self.prefetch_factor is not None:
+                kwargs["prefetch_factor"] = self.prefetch_factor
+        return kwargs
 
     def train_dataloader(self) -> DataLoader:
         batch_sampler = self.train_batch_sampler()

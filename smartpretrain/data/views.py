@@ -16,6 +16,7 @@ Nothing here knows a model: :class:`SSLViewTransform` takes any
 
 from __future__ import annotations
 
+import copy
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -279,6 +280,24 @@ class SSLBatch:
         move = {name: getattr(self, name).to(device) for name in _TENSOR_FIELDS if getattr(self, name) is not None}
         full = self.full.to(device) if self.full is not None else None
         return replace(self, view_a=self.view_a.to(device), view_b=self.view_b.to(device), full=full, **move)
+
+    def pin_memory(self) -> SSLBatch:
+        """This batch in page-locked host memory: what ``DataLoader(pin_memory=True)`` calls on a batch type it
+        does not know (without this method it would hand the batch over unpinned)."""
+        pin = {name: getattr(self, name).pin_memory() for name in _TENSOR_FIELDS if getattr(self, name) is not None}
+        return replace(self, view_a=_pinned(self.view_a), view_b=_pinned(self.view_b), full=_pinned(self.full), **pin)
+
+
+def _pinned(batch: Any) -> Any:
+    """An adapter's batch pinned: by its own ``pin_memory`` (QCNet's HeteroData), or tensor by tensor for a dict
+    batch (Forecast-MAE's; its description and names stay as they are); None stays None."""
+    if hasattr(batch, "pin_memory"):
+        return batch.pin_memory()
+    if isinstance(batch, dict):
+        pinned = copy.copy(batch)  # keeps the dict subclass
+        pinned.update({k: v.pin_memory() for k, v in batch.items() if isinstance(v, Tensor)})
+        return pinned
+    return batch
 
 
 _TENSOR_FIELDS = (

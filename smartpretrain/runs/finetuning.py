@@ -5,6 +5,10 @@
 initial weights (:func:`~smartpretrain.runs.trainer.build_backbone`), the data module and the Trainer, fits, and
 writes ``final_metrics.json``. The run folder holds ``config.yaml``, ``seed.json``, ``transfer_report.json`` (with
 ``pretrained_ckpt``), ``checkpoints/`` and the logger output.
+
+The performance options of ``cfg.performance`` (:mod:`smartpretrain.runs.performance`) set TF32 and cuDNN before
+the Trainer is built, compile the backbone in place (after its weights are loaded) and give the data module its
+loader options.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from smartpretrain.data.cache import CacheError
 from smartpretrain.data.datamodule import Chain, SceneDataModule
 from smartpretrain.data.sources import RunSources, is_mixture, mixture_spec
 from smartpretrain.io.checkpoints import CheckpointError
+from smartpretrain.runs.cluster import check_launch
 from smartpretrain.runs.guards import (
     RunConfigError,
     check_batching_and_checkpoints,
@@ -31,6 +36,7 @@ from smartpretrain.runs.guards import (
     expected_dataset,
     finetune_monitors,
 )
+from smartpretrain.runs.performance import apply_global_settings, compile_module, performance_settings
 from smartpretrain.runs.trainer import (
     build_backbone,
     build_trainer,
@@ -58,6 +64,8 @@ def check_finetune_config(cfg: DictConfig) -> RunSources:
     check_choice("pretrained_branch", cfg.get("pretrained_branch", "momentum"), ("momentum", "online"))
     check_monitor(cfg.monitor, finetune_monitors())
     check_batching_and_checkpoints(cfg)
+    performance_settings(cfg)
+    check_launch(cfg)  # under torchrun / submitit: the Trainer matches the launched world
     # a mixture's model window is its longest dataset's; shorter scenes are padded, not refused
     mixed = is_mixture(cfg)
     sources = RunSources.of(cfg)
@@ -92,6 +100,7 @@ def _datamodule(cfg: DictConfig, backbone: Backbone, sources: RunSources) -> Sce
         seed=int(cfg.seed),
         max_agents_per_batch=batching.get("max_agents_per_batch"),
         max_agents_per_scene=batching.get("max_agents_per_scene"),
+        **performance_settings(cfg).loader_kwargs(),
     )
 
 
@@ -102,11 +111,14 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         RunConfigError: a bad option or cache, before any download, model or worker.
     """
     sources = check_finetune_config(cfg)
-    resume = resume_checkpoint(cfg)
+    resume = resume_checkpoint(cfg, out_dir)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     save_run_config(cfg, out_dir)
+    performance = performance_settings(cfg)
+    apply_global_settings(performance)
     backbone = build_backbone(cfg, out_dir)
     datamodule = _datamodule(cfg, backbone, sources)
+    compile_module(backbone, performance.compile)  # after its weights are loaded; compiles at the first step
     task = FinetuneTask(
         backbone,
         lr=float(cfg.lr),

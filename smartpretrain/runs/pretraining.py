@@ -9,6 +9,9 @@
   lengths), one adapter; ``train_fraction`` < 1 pre-trains on a fixed random pool of the train scenes, drawn as
   fine-tuning's labelled subset (:func:`~smartpretrain.data.datamodule.labelled_subset`: pools of one
   ``train_subset_seed`` are nested), one dataset only;
+* the performance options of ``cfg.performance`` (:mod:`smartpretrain.runs.performance`): TF32 and cuDNN
+  settings before the Trainer, both branches compiled in place (``SSLBranch.forward`` is the backbone's encoding
+  of a view), and the data module's pinned memory, persistent workers and prefetching;
 * :func:`check_pretrain_config` then :func:`run`: checks before any work, then fit; ``final_metrics.json`` holds
   the last logged values, the ``best_checkpoint`` / ``last_checkpoint`` paths and the pool pre-trained on
   (``train_fraction``, ``train_subset_seed``, ``train_scenes``); a pool fraction < 1 also writes its scene
@@ -38,6 +41,7 @@ from smartpretrain.data.sources import DataSource, RunSources, is_mixture, mixtu
 from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
 from smartpretrain.io.atomic import atomic_write_text
 from smartpretrain.io.checkpoints import CheckpointError
+from smartpretrain.runs.cluster import check_launch
 from smartpretrain.runs.guards import (
     RunConfigError,
     check_batching_and_checkpoints,
@@ -47,6 +51,7 @@ from smartpretrain.runs.guards import (
     expected_dataset,
     pretrain_monitors,
 )
+from smartpretrain.runs.performance import apply_global_settings, compile_module, performance_settings
 from smartpretrain.runs.trainer import build_trainer, resume_checkpoint, save_run_config, write_final_metrics
 from smartpretrain.ssl.objective import SSLObjective
 from smartpretrain.tasks.pretrain import PretrainTask
@@ -202,6 +207,7 @@ def build_datamodule(
         seed=seed,
         max_agents_per_batch=batching.get("max_agents_per_batch"),
         max_agents_per_scene=cap,
+        **performance_settings(cfg).loader_kwargs(),
     )
 
 
@@ -221,9 +227,11 @@ def check_pretrain_config(cfg: DictConfig) -> RunSources:
     check_range("max_epochs", cfg.max_epochs, 1)
     check_range("ssl.window", cfg.ssl.window, 2, integer=True)
     control_spec(cfg)  # a bad ssl.controls fails here, not in a worker
+    performance_settings(cfg)
     names = [str(n) for n, spec in (cfg.ssl.objectives or {}).items() if spec is not None]
     check_monitor(cfg.monitor, pretrain_monitors(names))
     check_batching_and_checkpoints(cfg)
+    check_launch(cfg)  # under torchrun / submitit: the Trainer matches the launched world
     sources = _sources(cfg)
     for split_sources in sources.by_split().values():
         for source in split_sources:
@@ -239,10 +247,14 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         RunConfigError: a bad option or cache, before any download, model or worker.
     """
     sources = check_pretrain_config(cfg)
-    resume = resume_checkpoint(cfg)
+    resume = resume_checkpoint(cfg, out_dir)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     save_run_config(cfg, out_dir)
+    performance = performance_settings(cfg)
+    apply_global_settings(performance)
     task = build_task(cfg, sources)
+    for branch in (task.branch, task.momentum_branch):  # each compiles at its first encoding, if ever used
+        compile_module(branch, performance.compile)
     try:
         datamodule = build_datamodule(
             cfg, task.backbone, with_full=task.needs.full_scene, sources=sources, with_controls=task.needs.controls

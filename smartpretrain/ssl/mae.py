@@ -84,7 +84,7 @@ def _unpack(packed: Tensor, keep: Tensor, fill: Tensor) -> Tensor:
     out = fill.expand(b, n, -1).clone()
     slot = torch.cumsum(keep.long(), dim=1) - 1
     rows, cols = keep.nonzero(as_tuple=True)
-    out[rows, cols] = packed[rows, slot[rows, cols]]
+    out[rows, cols] = packed[rows, slot[rows, cols]].to(out.dtype)  # bfloat16 under autocast, the fill float32
     return out
 
 
@@ -155,7 +155,7 @@ class MaskedAutoencodingLoss(SSLObjective):
         future = t.history.new_zeros(b, n, d)
         if fut_vis.any():
             feats = t.future_input[fut_vis].permute(0, 2, 1).contiguous()
-            future[fut_vis] = self.future_embed(feats)
+            future[fut_vis] = self.future_embed(feats).to(future.dtype)  # an indexed write needs equal dtypes
         position = backbone.embed_position(t.actor_pos)
         future = future + backbone.embed_actor_type(t.actor_type) + position
 

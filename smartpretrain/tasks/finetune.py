@@ -5,6 +5,10 @@ The task knows the :class:`~smartpretrain.backbones.base.Backbone` interface onl
 -> ``loss`` for training, ``eval_targets`` + metrics for validation. Initialisation from a checkpoint (plain
 state_dict, Lightning, or a SmartPretrain SSL checkpoint once that transfer exists) happens before training
 through :func:`smartpretrain.io.checkpoints.load_into`, which reports loaded / missing / unexpected keys.
+
+Mixed precision (``trainer.precision=bf16-mixed``): the backbone's forward runs at the step's precision; its
+forecast is upcast to float32 and the backbone's loss (and the validation metrics) computed from it with autocast
+off (:mod:`smartpretrain.tasks.precision`), so the losses are float32 whatever the precision.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from smartpretrain.data.registry import metric_datasets
 from smartpretrain.metrics.forecasting import select_agents
 from smartpretrain.metrics.suite import ForecastMetricSuite
 from smartpretrain.tasks.optim import decay_groups
+from smartpretrain.tasks.precision import float32_region
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +75,28 @@ class FinetuneTask(pl.LightningModule):
     def _batch_size(self, batch: Any) -> int:
         return describe_batch(batch).num_scenes
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def forecast_and_losses(self, batch: Any) -> tuple[Forecast, dict[str, Tensor]]:
+        """The backbone's forecast (at the step's precision, then upcast to float32) and its losses, computed in
+        float32 with autocast off."""
         forecast = self.backbone(batch)
-        losses = self.backbone.loss(batch, forecast)
+        with float32_region(self.device) as to_float32:
+            forecast = to_float32(forecast)
+            losses = self.backbone.loss(batch, forecast)
+        return forecast, losses
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        _, losses = self.forecast_and_losses(batch)
         bs = self._batch_size(batch)
         for name, value in losses.items():
             self.log(f"train_{name}", value, prog_bar=name == "loss", batch_size=bs, sync_dist=False)
         return losses["loss"]
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        forecast = self.backbone(batch)
-        losses = self.backbone.loss(batch, forecast)
+        forecast, losses = self.forecast_and_losses(batch)
         bs = self._batch_size(batch)
         self.log("val_loss", losses["loss"], batch_size=bs, sync_dist=True, prog_bar=True)
-        self.update_metrics(self.val_metrics, batch, forecast)
+        with float32_region(self.device):  # the metrics on the upcast forecast, as the loss
+            self.update_metrics(self.val_metrics, batch, forecast)
 
     def update_metrics(self, metrics: ForecastMetricSuite, batch: Any, forecast: Forecast) -> None:
         targets = self.backbone.eval_targets(batch)

@@ -7,6 +7,13 @@ decay (linear ramp, decayed group only) and EMA momentum (cosine to 1) are set f
 the momentum branch is updated. Module names follow the reference release where it has them: ``branch`` /
 ``momentum_branch`` (backbone + projector), so SSL checkpoints transfer by name
 (:func:`smartpretrain.tasks.transfer.transfer_pretrained`).
+
+Mixed precision (``trainer.precision=bf16-mixed``): the backbone's encodings of the views run at the step's
+precision; everything computed from them, the projectors (their BatchNorm statistics) and the objectives on the
+views, runs in float32 with autocast off, from the embeddings upcast (:mod:`smartpretrain.tasks.precision`). An
+objective on the whole scenes (MAE) runs backbone layers itself, so it keeps the step's precision; its
+reconstruction errors are float32 either way (autocast computes L1 / MSE in float32). Under it every loss the
+task returns is float32.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from smartpretrain.ssl.objective import (
     View,
 )
 from smartpretrain.tasks.optim import decay_groups, warmup_cosine
+from smartpretrain.tasks.precision import float32_region, upcast
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +61,23 @@ BRANCH_ATTRIBUTES: Mapping[str, str] = {"momentum": "momentum_branch", "online":
 
 
 class SSLBranch(nn.Module):
-    """Backbone + projector: one branch of the pre-training model (online, or its momentum copy)."""
+    """Backbone + projector: one branch of the pre-training model (online, or its momentum copy).
+
+    Its ``forward`` is the backbone's per-agent embedding of a batch (the projector runs apart, in float32), so
+    ``branch.compile()`` compiles exactly the backbone's part of the step, in place (state-dict keys unchanged).
+    """
 
     def __init__(self, backbone: Backbone, projector: ProjectionMLP) -> None:
         super().__init__()
         self.backbone = backbone
         self.projector = projector
 
-    def embed(self, batch: Any) -> AgentEmbeddings:
+    def forward(self, batch: Any) -> AgentEmbeddings:
         return self.backbone.agent_embeddings(batch, self.backbone.encode(batch))
+
+    def embed(self, batch: Any) -> AgentEmbeddings:
+        """The backbone's per-agent embeddings of ``batch`` (through ``__call__``: compiled when the branch is)."""
+        return self(batch)
 
 
 def lookup_rows(emb: AgentEmbeddings, scene: Tensor, agent: Tensor) -> tuple[Tensor, Tensor]:
@@ -102,6 +118,12 @@ _PROJECT_ORDER = (ONLINE_A, ONLINE_B, MOMENTUM_A, MOMENTUM_B)
 def _grad_mode(which: Encoding) -> contextlib.AbstractContextManager[Any]:
     """No gradients through the momentum branch: its weights follow the online ones by EMA only."""
     return torch.no_grad() if which.branch is Branch.MOMENTUM else contextlib.nullcontext()
+
+
+def _objective_precision(needs: ObjectiveNeeds, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Float32 for an objective on the encoded views; the step's own precision for one on the whole scenes, which
+    runs backbone layers itself (Forecast-MAE's encoder in MAE: under ``bf16-mixed`` it stays in bfloat16)."""
+    return contextlib.nullcontext() if needs.full_scene else float32_region(device)
 
 
 @dataclass
@@ -255,8 +277,10 @@ class PretrainTask(pl.LightningModule):
 
         projected: dict[Encoding, Tensor] = {}
         for which in self._project_plan:
-            projector, emb = branches[which.branch].projector, embedded[which].embeddings
-            with _grad_mode(which):
+            projector = branches[which.branch].projector
+            # past the backbone: float32 (the projectors' BatchNorm statistics, then the objectives, see losses)
+            with _grad_mode(which), float32_region(batch.target.device) as to_float32:
+                emb = to_float32(embedded[which].embeddings)
                 if which == ONLINE_A:  # every query
                     projected[which] = projector(emb[rows[which][keep]])
                 else:  # the positives only; zero rows for the others
@@ -305,11 +329,16 @@ class PretrainTask(pl.LightningModule):
         )
 
     def losses(self, batch: SSLBatch, stage: str | None = None) -> dict[str, Tensor]:
+        """Each objective's loss, their weighted sum ``loss`` (all float32 under mixed precision, see the module
+        docstring), and the query counts ``num_queries`` / ``num_unembedded``."""
         collected = self._collect(batch)
         results: dict[str, ObjectiveOutput] = {}
         for name, objective in self.objectives.items():
-            inputs, rows = collected.inputs.restrict(self.objective_needs[name])
-            result = objective.compute(inputs)
+            needs = self.objective_needs[name]
+            inputs, rows = collected.inputs.restrict(needs)
+            with _objective_precision(needs, batch.target.device):
+                result = objective.compute(inputs)
+            result = ObjectiveOutput(upcast(result.loss), result.per_query)
             if rows is not None and result.per_query is not None:  # back onto the rows of every kept query
                 per_query = result.per_query.new_full(rows.shape, float("nan"))
                 per_query[rows] = result.per_query

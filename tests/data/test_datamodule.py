@@ -1,10 +1,15 @@
-"""The datamodule serves cached scenes, concatenates caches, and shards cleanly under a DistributedSampler."""
+"""The datamodule serves cached scenes, concatenates caches, and shards cleanly under a DistributedSampler; its
+loader options (pinned memory, persistent workers, prefetching), and persistent workers change no sample."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import torch
 from torch.utils.data import DistributedSampler
 
 from smartpretrain.data.conversion import ConversionSettings, convert_split
@@ -85,3 +90,50 @@ def test_datamodule_train_fraction(two_caches: tuple[Path, Path]) -> None:
     assert len(list(dm.val_dataloader())) == 1  # evaluation keeps every scene
     with pytest.raises(ValueError, match="mixture"):
         SceneDataModule(train=[train, val], mixture=MixtureSpec(), train_fraction=0.5)
+
+
+def test_loader_options_reach_the_loaders_only_where_dataloader_takes_them() -> None:
+    main = SceneDataModule(num_workers=0, pin_memory=True, persistent_workers=True, prefetch_factor=4)
+    kwargs = main._loader_kwargs()
+    assert kwargs["pin_memory"] is True
+    assert "persistent_workers" not in kwargs and "prefetch_factor" not in kwargs  # DataLoader refuses them here
+    workers = SceneDataModule(num_workers=2, persistent_workers=False, prefetch_factor=4)._loader_kwargs()
+    assert (workers["pin_memory"], workers["persistent_workers"], workers["prefetch_factor"]) == (False, False, 4)
+    default = SceneDataModule(num_workers=2)._loader_kwargs()
+    assert default["persistent_workers"] is True and "prefetch_factor" not in default  # as before the options
+    with pytest.raises(ValueError, match="prefetch_factor must be >= 1 or null, got 0"):
+        SceneDataModule(prefetch_factor=0)
+
+
+class _RandomDraws:
+    """A transform that draws from every generator a real one may use (numpy, random, torch)."""
+
+    def __call__(self, scene: Scene) -> tuple[str, float, float, float]:
+        return scene.scenario_id, float(np.random.rand()), random.random(), float(torch.rand(()))
+
+
+def _two_epochs(dm: SceneDataModule) -> tuple[list[list[Any]], list[int]]:
+    """Every sample of epochs 0 and 1 of one train loader, moved between epochs as Lightning moves it, and the
+    identity of the loader's worker iterator after each epoch."""
+    loader = dm.train_dataloader()
+    samples, iterators = [], []
+    for epoch in range(2):
+        loader.batch_sampler.sampler.set_epoch(epoch)
+        samples.append([sample for batch in loader for sample in batch])
+        iterators.append(id(loader._iterator))
+    return samples, iterators
+
+
+def test_persistent_workers_change_no_sample_of_any_epoch(av1_cache: Path) -> None:
+    """The order and every scene's seed come from the main process's batch sampler, per (seed, epoch, scene): a
+    worker kept alive across epochs draws what the main process draws."""
+    common = {"train": av1_cache / "av1" / "train", "batch_size": 2, "train_transform": _RandomDraws(), "seed": 3}
+    in_main = SceneDataModule(num_workers=0, **common)
+    kept = SceneDataModule(num_workers=1, persistent_workers=True, prefetch_factor=1, **common)
+    for dm in (in_main, kept):
+        dm.setup("fit")
+    expected, _ = _two_epochs(in_main)
+    got, iterators = _two_epochs(kept)
+    assert iterators[0] == iterators[1] != id(None)  # the same worker served both epochs
+    assert got == expected
+    assert expected[0] != expected[1] and len(expected[0]) == 8  # a new order and new draws per epoch

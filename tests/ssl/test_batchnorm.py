@@ -135,3 +135,52 @@ def test_projection_mlp_on_leading_dims_equals_flattened(train: bool) -> None:
             )
         )
         torch.testing.assert_close(y.reshape(15, 4), mlp[3](manual), atol=1e-5, rtol=1e-5)
+
+
+# --- mixed precision -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_under_bf16_autocast_statistics_and_output_are_float32(momentum: float | None) -> None:
+    """Under CPU bf16 autocast (the step of ``trainer.precision=bf16-mixed``) the input is bfloat16, as the Linear
+    before it hands it over; the output and the running statistics equal ``BatchNorm1d``'s float32 computation on
+    the same values (a bfloat16 computation is off by ~1e-3), in training and in evaluation."""
+    torch.manual_seed(4)
+    ours, ref = _pair(6, momentum)
+    for n in (9, 17):
+        x = (2.0 * torch.randn(n, 6) + torch.arange(6.0)).to(torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = ours(x)
+        assert y.dtype == torch.float32
+        torch.testing.assert_close(y, ref(x.float()), atol=2e-6, rtol=1e-6)
+        torch.testing.assert_close(ours.running_mean, ref.running_mean, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(ours.running_var, ref.running_var, atol=1e-6, rtol=1e-6)
+        assert ours.running_mean.dtype == ours.running_var.dtype == torch.float32
+    ours.eval()
+    ref.eval()
+    x = torch.randn(4, 6).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ours(x)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, ref(x.float()), atol=2e-6, rtol=1e-6)
+
+
+def test_projector_under_bf16_autocast_normalises_in_float32() -> None:
+    """In the projector the BatchNorm's input comes from a bfloat16 Linear; its output is float32."""
+    torch.manual_seed(5)
+    mlp = ProjectionMLP(6, 10, 4)
+    x = torch.randn(12, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = mlp[0](x)
+        normalised = mlp[1](hidden)
+    assert hidden.dtype == torch.bfloat16 and normalised.dtype == torch.float32
+    expected = nn.functional.batch_norm(hidden.float(), None, None, mlp[1].weight, mlp[1].bias, True, 0.0, mlp[1].eps)
+    torch.testing.assert_close(normalised, expected, atol=2e-6, rtol=1e-6)
+
+
+def test_a_bfloat16_model_without_autocast_stays_in_bfloat16() -> None:
+    """A model converted to bfloat16 as a whole (``bf16-true``): the output keeps the input's dtype, as
+    ``BatchNorm1d``'s, and the bfloat16 running statistics are updated."""
+    torch.manual_seed(6)
+    bn = GlobalBatchNorm1d(3).to(torch.bfloat16)
+    y = bn(torch.randn(8, 3, dtype=torch.bfloat16) + 2.0)
+    assert y.dtype == torch.bfloat16 and bn.running_mean.dtype == torch.bfloat16
+    assert float(bn.running_mean.float().abs().sum()) > 0

@@ -112,7 +112,8 @@ class ForecastMAE(Backbone):
         actors = feat.new_zeros(b, n, self.embed_dim)
         live = ~actor_mask
         if live.any():  # fully padded actor slots skip the tokenizer and stay 0 (reference)
-            actors[live] = self.hist_embed(feat[live].permute(0, 2, 1).contiguous())
+            # .to: under bf16 autocast the tokenizer returns bfloat16, and an indexed write needs equal dtypes
+            actors[live] = self.hist_embed(feat[live].permute(0, 2, 1).contiguous()).to(actors.dtype)
         actors = actors + self.actor_type_embed[batch["x_attr"][..., 2]]
 
         lane_mask = batch["lane_key_padding_mask"]
