@@ -11,6 +11,12 @@ batches.
         --out benchmarks/results/train_control_forecast_mae_cpu.json
     python scripts/bench_train.py --kinds forward forward_backward --batch-sizes 1 4 8 \
         --trees before=../before after=. --repeats 2 --out benchmarks/results/qcnet_speed.json
+    python scripts/bench_train.py --models qcnet forecast_mae --kinds ssl --batch-sizes 1 4 8 --steps 3 \
+        --trees before=../before after=. --cpu-malloc off --out benchmarks/results/ssl_speed_code.json
+
+On CPU each case tunes glibc's allocator as a training run does (``performance.cpu_malloc``, where the tree timed
+has it); ``--cpu-malloc off`` keeps glibc's defaults (to time code changes alone). The SSL step's setup is
+``ssl_setup``, shared with ``scripts/profile_ssl.py`` (its stage profile).
 
 Kinds of step (``--kinds``, default ``finetune ssl``):
 
@@ -222,17 +228,17 @@ def pass_case(model_name: str, batch_size: int, steps: int, device: str, precisi
     }
 
 
-def ssl_case(
+def ssl_setup(
     model_name: str,
     batch_size: int,
-    steps: int,
     device: str,
     precision: str,
     arm: str = "tcl_trl",
     experiment: str | None = None,
-) -> dict[str, object]:
-    """SmartPretrain step (EMA update, online view A, momentum views A+B, the arm's objectives (default TCL + TRL),
-    backward, AdamW)."""
+) -> tuple[Any, Any, Callable[[], Any], Any]:
+    """``(task, batch, step, cfg)`` of one SmartPretrain step (EMA update, online view A, momentum views A+B, the
+    arm's objectives (default TCL + TRL), backward, AdamW) on copies of the fixture scene; ``step()`` returns the
+    losses. Shared with ``scripts/profile_ssl.py``."""
     import numpy as np
     import torch
 
@@ -265,13 +271,38 @@ def ssl_case(
             group["lr"] = values["lr"]
             if group.get("decayed", False):
                 group["weight_decay"] = values["weight_decay"]
-        ema_update(task.momentum_branch, task.branch, values["momentum"])
+        with torch.profiler.record_function("ema_update"):
+            ema_update(task.momentum_branch, task.branch, values["momentum"])
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
-            out = task.losses(batch)
-        out["loss"].backward()
-        optimizer.step()
+        with torch.profiler.record_function("losses (forward)"):
+            with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+                out = task.losses(batch)
+        with torch.profiler.record_function("backward"):
+            out["loss"].backward()
+        with torch.profiler.record_function("optimizer"):
+            optimizer.step()
         return out
+
+    step.transform, step.scene = transform, scene  # type: ignore[attr-defined]  (the profile times the data stage)
+    return task, batch, step, cfg
+
+
+def ssl_case(
+    model_name: str,
+    batch_size: int,
+    steps: int,
+    device: str,
+    precision: str,
+    arm: str = "tcl_trl",
+    experiment: str | None = None,
+) -> dict[str, object]:
+    """SmartPretrain step (EMA update, online view A, momentum views A+B, the arm's objectives (default TCL + TRL),
+    backward, AdamW)."""
+    import torch
+
+    task, batch, step, cfg = ssl_setup(model_name, batch_size, device, precision, arm, experiment)
+    window = int(cfg.ssl.window)
+    experiment = experiment or SSL_EXPERIMENTS.get(model_name)
 
     rss_before = start_memory(device)
     times, out = time_steps(step, steps, device)
@@ -337,13 +368,23 @@ def run_case(
     arm: str = "tcl_trl",
     experiment: str | None = None,
     matmul_precision: str | None = None,
+    cpu_malloc: bool = True,
 ) -> dict[str, object]:
     """One case in this process (``arm``, ``experiment``: the objectives and preset of an ``ssl`` step;
-    ``matmul_precision``: for ``torch.set_float32_matmul_precision``, None leaves torch's default)."""
+    ``matmul_precision``: for ``torch.set_float32_matmul_precision``, None leaves torch's default; ``cpu_malloc``:
+    glibc's allocator tuned as a training run on CPU tunes it, ``performance.cpu_malloc``, where the package
+    timed has it)."""
     import torch
 
     if matmul_precision is not None:
         torch.set_float32_matmul_precision(matmul_precision)
+    malloc_tuned = False
+    if cpu_malloc and not device.startswith("cuda"):
+        try:
+            from smartpretrain.runs.performance import tune_cpu_malloc
+        except ImportError:  # a tree from before the setting
+            tune_cpu_malloc = None
+        malloc_tuned = bool(tune_cpu_malloc and tune_cpu_malloc())
     if kind in ("forward", "forward_backward"):
         body = pass_case(model_name, batch_size, steps, device, precision, backward=kind == "forward_backward")
     elif kind == "ssl":
@@ -351,7 +392,8 @@ def run_case(
     else:
         body = finetune_case(model_name, batch_size, steps, device, precision)
     head = {"model": model_name, "kind": kind, "device": device, "precision": precision, "batch_size": batch_size,
-            "float32_matmul_precision": torch.get_float32_matmul_precision()}  # fmt: skip
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "cpu_malloc_tuned": malloc_tuned}  # fmt: skip
     return {**head, **body}
 
 
@@ -471,6 +513,8 @@ def run_subprocess(
         cmd += ["--ssl-experiment", args.ssl_experiment]
     if args.matmul_precision:
         cmd += ["--matmul-precision", args.matmul_precision]
+    if args.cpu_malloc == "off":
+        cmd += ["--cpu-malloc", "off"]
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])
@@ -508,6 +552,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["highest", "high", "medium"],
         default=None,
         help="torch.set_float32_matmul_precision (high: TF32); default: torch's",
+    )
+    parser.add_argument(
+        "--cpu-malloc",
+        choices=["on", "off"],
+        default="on",
+        help="on CPU, tune glibc's allocator as training runs do (performance.cpu_malloc), where the tree has it",
     )
     parser.add_argument("--out", type=Path, default=None, help="the JSON report")
     parser.add_argument("--case", type=int, default=None, help=argparse.SUPPRESS)  # internal: run one case
@@ -552,7 +602,7 @@ def main(argv: list[str] | None = None) -> None:
         (model,), (kind,), (arm,) = args.models, args.kinds, args.ssl_arms
         case = run_case(
             model, args.case, args.steps, args.device, args.precision, kind, arm, args.ssl_experiment,
-            args.matmul_precision,
+            args.matmul_precision, args.cpu_malloc == "on",
         )  # fmt: skip
         print(json.dumps(case))
         return
@@ -595,6 +645,7 @@ def main(argv: list[str] | None = None) -> None:
             "device": args.device,
             "precision": args.precision,
             "float32_matmul_precision": args.matmul_precision,
+            "cpu_malloc": args.cpu_malloc,
             "batch_sizes": args.batch_sizes,
             "kinds": kinds,
             "ssl_arms": args.ssl_arms,

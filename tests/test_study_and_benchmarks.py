@@ -240,3 +240,26 @@ def test_bench_train_gpu_preset_path_on_cpu(tmp_path: Path) -> None:
         assert result["steps_per_s"] > 0 and result["loss_finite"]
         assert result["float32_matmul_precision"] == "high" and result["precision"] == "bf16"
     assert "fine-tune steps/s" in proc.stdout and "steps/s," in proc.stdout
+
+
+def test_profile_ssl_labels_every_stage_of_the_step(tmp_path: Path) -> None:
+    """``scripts/profile_ssl.py`` on QCNet-small, one profiled step: the step's parts, each branch's encoder
+    modules, graph building and decoder queries, the projectors and the objectives each get a time; the data stage
+    and the allocator setting are reported."""
+    require_shared(AV2_FIXTURE_ROOT)
+    out = tmp_path / "profile.json"
+    cmd = [sys.executable, str(REPO / "scripts" / "profile_ssl.py"), "--model", "qcnet_small", "--batch-size", "1",
+           "--steps", "1", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    stages = result["stages"]
+    for label in ("ema_update", "losses (forward)", "backward", "optimizer", "online.encoder.agent_encoder",
+                  "momentum.encoder.agent_encoder", "online.encoder.agent_encoder.build_graphs",
+                  "online.decoder.propose_queries", "online.projector", "objective.tcl", "objective.trl"):  # fmt: skip
+        assert stages[label]["ms_per_step"] > 0, label
+    assert stages["momentum.encoder.agent_encoder"]["calls_per_step"] == 2  # views A and B
+    assert stages["online.encoder.agent_encoder"]["calls_per_step"] == 1
+    assert result["data_ms_per_batch"] > 0 and result["top_self_ops"]
+    assert result["cpu_malloc_tuned"] is sys.platform.startswith("linux")
+    assert "| stage | ms/step | calls/step |" in proc.stdout

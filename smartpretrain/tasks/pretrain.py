@@ -108,10 +108,13 @@ def match_rows(emb: AgentEmbeddings, scene: Tensor, agent: Tensor, what: str) ->
     return rows
 
 
-#: the order the encodings run in, and then the order they are projected in (that of the implementation the
-#: checkpoints and study numbers come from). Fixed, whatever the objectives: dropout draws from the RNG and the
-#: projectors' BatchNorm updates its running statistics call by call.
-_EMBED_ORDER = (ONLINE_A, MOMENTUM_A, MOMENTUM_B, ONLINE_B)
+#: the order the encodings run in, and then the order they are projected in. Fixed, whatever the objectives:
+#: dropout draws from the RNG and the projectors' BatchNorm updates its running statistics call by call. The
+#: momentum (no-grad) passes run first, before the online passes build their autograd graph: their temporaries then
+#: reuse memory instead of growing the heap beside the saved activations (on CPU 16 % of a QCNet step at batch 4,
+#: docs/benchmarks.md). Before that the order was online A, momentum A, momentum B: losses and gradients are the
+#: same, except for which dropout masks each pass draws (tests/tasks/test_pretrain_speed_equivalence.py).
+_EMBED_ORDER = (MOMENTUM_B, MOMENTUM_A, ONLINE_A, ONLINE_B)
 _PROJECT_ORDER = (ONLINE_A, ONLINE_B, MOMENTUM_A, MOMENTUM_B)
 
 

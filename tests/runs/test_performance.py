@@ -64,7 +64,7 @@ def restore_torch_globals() -> Iterator[None]:
 @pytest.mark.parametrize("config", ["pretrain", "train"])
 def test_defaults_on_cpu_change_nothing_but_keep_workers_alive(config: str) -> None:
     settings = performance_settings(compose_config(config, ["num_workers=2"]))
-    assert settings == PerformanceSettings(persistent_workers=True)
+    assert settings == PerformanceSettings(persistent_workers=True, cpu_malloc=True)
     assert settings.compile == CompileSettings(enabled=False, mode="default", dynamic=True, backend="inductor")
     assert performance_settings(compose_config(config, ["num_workers=0"])).persistent_workers is False
 
@@ -72,7 +72,7 @@ def test_defaults_on_cpu_change_nothing_but_keep_workers_alive(config: str) -> N
 def test_auto_values_follow_a_cuda_trainer() -> None:
     settings = performance_settings(compose_config("train", ["trainer=gpu", "num_workers=2"]))
     assert settings.on_cuda and settings.float32_matmul_precision == "high" and settings.pin_memory
-    assert settings.persistent_workers
+    assert settings.persistent_workers and not settings.cpu_malloc  # CUDA tensors have their own allocator
     assert settings.loader_kwargs() == {"pin_memory": True, "persistent_workers": True, "prefetch_factor": None}
 
 
@@ -107,6 +107,7 @@ BAD_VALUES = [
     ("performance.pin_memory=sometimes", "performance.pin_memory='sometimes': expected auto, true or false"),
     ("performance.persistent_workers=1", "performance.persistent_workers=1: expected auto, true or false"),
     ("performance.cudnn_benchmark=auto", "performance.cudnn_benchmark='auto': expected true or false"),
+    ("performance.cpu_malloc=jemalloc", "performance.cpu_malloc='jemalloc': expected auto, true or false"),
     ("performance.prefetch_factor=0", "performance.prefetch_factor must be >= 1, got 0"),
     ("performance.compile.enabled=yes_please", "performance.compile.enabled='yes_please': expected true or false"),
     ("performance.compile.mode=fastest", "performance.compile.mode='fastest': expected default, reduce-overhead, "
@@ -133,10 +134,39 @@ def test_bad_values_are_refused_in_one_line_naming_the_option(overrides: str, me
 def test_a_config_without_the_group_gets_the_defaults(config: str) -> None:
     cfg = compose_config(config, ["~performance", "num_workers=0"])
     assert "performance" not in cfg
-    assert performance_settings(cfg) == PerformanceSettings()
+    assert performance_settings(cfg) == PerformanceSettings(cpu_malloc=True)
 
 
 # --- applying them ---------------------------------------------------------------------------------------------
+FAULTS = """
+import resource, sys, torch
+if sys.argv[1] == "tuned":
+    from smartpretrain.runs.performance import tune_cpu_malloc
+    assert tune_cpu_malloc()
+def step():  # what a training step does to the allocator: many large blocks, all freed at its end
+    blocks = [torch.ones(2 << 20) for _ in range(64)]  # 64 x 8 MiB
+    del blocks
+step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_tuned_cpu_malloc_keeps_a_steps_memory_instead_of_faulting_it_in_again() -> None:
+    """Four more "steps" of 512 MiB fault their pages in again with glibc's defaults (the freed heap is handed
+    back to the OS); tuned, they reuse them."""
+    faults = {}
+    for mode in ("plain", "tuned"):
+        proc = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        faults[mode] = int(proc.stdout.strip())
+    assert faults["plain"] > 4 * 64 * 2048 // 4  # at least a quarter of the 8 MiB blocks' pages, every step
+    assert faults["tuned"] < faults["plain"] / 10, faults
+
+
 @pytest.mark.usefixtures("restore_torch_globals")
 def test_global_settings_are_applied_and_auto_on_cpu_leaves_torch_alone() -> None:
     torch.set_float32_matmul_precision("highest")

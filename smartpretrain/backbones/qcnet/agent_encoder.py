@@ -137,8 +137,26 @@ class QCNetAgentEncoder(nn.Module):
         out["r_a2a"] = relative_polar(pos_s[src], pos_s[dst], head_s[dst], head_s[src])
         return out
 
+    def first_steps(self) -> list[int]:
+        """Per layer, the first history step whose output anything downstream reads.
+
+        The decoder reads ``x_a`` at steps ``>= H - num_t2m_steps`` only (t2m; a2m reads step H-1), and a step's
+        output in layer ``i`` reads layer ``i - 1`` at the same step (pl2a, a2a: same step) and at most
+        ``time_span`` steps before it (t2t). So layer ``i`` need only update steps ``>= H - num_t2m_steps -
+        (L - 1 - i) * time_span``: the steps before cost attention work whose result nothing reads.
+        """
+        config = self.config
+        h, layers = config.num_historical_steps, config.num_agent_layers
+        last = h - config.effective_num_t2m_steps
+        return [max(last - (layers - 1 - i) * config.effective_time_span, 0) for i in range(layers)]
+
     def forward(self, data: HeteroData, map_enc: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``map_enc["x_pl"] [P, D]`` -> ``{"x_a": [A, H, D]}``."""
+        """``map_enc["x_pl"] [P, D]`` -> ``{"x_a": [A, H, D]}``.
+
+        Only the steps read downstream are computed to the last layer (:meth:`first_steps`): ``x_a`` at steps
+        before ``H - num_t2m_steps`` is zero. The outputs at the steps read, and their gradients, are those of
+        updating every step in every layer.
+        """
         h, d = self.config.num_historical_steps, self.config.hidden_dim
         agent = data["agent"]
         pos_a = agent["position"][:, :h, :2]
@@ -158,19 +176,42 @@ class QCNetAgentEncoder(nn.Module):
         )  # [A, H, 4]
         type_emb = self.type_a_emb(agent["type"].long()).repeat_interleave(h, dim=0)  # agent-major [A*H, D]
         x_a = self.x_a_emb(continuous_inputs=x_a.reshape(-1, 4), categorical_embs=[type_emb])
+        # time-major nodes t*A + a from here on: the steps a layer updates are then one suffix of the rows
+        x_a = x_a.view(num_a, h, d).transpose(0, 1).reshape(-1, d)
 
         g = self.build_graphs(data)
-        r_t = self.r_t_emb(continuous_inputs=g["r_t"], categorical_embs=None)
-        r_pl2a = self.r_pl2a_emb(continuous_inputs=g["r_pl2a"], categorical_embs=None)
-        r_a2a = self.r_a2a_emb(continuous_inputs=g["r_a2a"], categorical_embs=None)
+        first = self.first_steps()
+        # the edges into the steps of the first layer (a superset of every later layer's), t2t renumbered time-major
+        src_t, dst_t = g["edge_index_t"]
+        src_t, dst_t = (src_t % h) * num_a + src_t // h, (dst_t % h) * num_a + dst_t // h
+        edges = {
+            "t": (src_t, dst_t, g["r_t"]),
+            "pl2a": (g["edge_index_pl2a"][0], g["edge_index_pl2a"][1], g["r_pl2a"]),
+            "a2a": (g["edge_index_a2a"][0], g["edge_index_a2a"][1], g["r_a2a"]),
+        }
+        embed = {"t": self.r_t_emb, "pl2a": self.r_pl2a_emb, "a2a": self.r_a2a_emb}
+        start = first[0] * num_a
+        for kind, (src, dst, r) in edges.items():
+            keep = dst >= start
+            edges[kind] = (src[keep], dst[keep], embed[kind](continuous_inputs=r[keep], categorical_embs=None))
         # the map is the same at every step: polygon t*P + p is polygon p, projected once (not once per step)
         x_pl = map_enc["x_pl"]
-        src_pl2a = g["edge_index_pl2a"][0] % max(x_pl.size(0), 1)
-        for i in range(self.config.num_agent_layers):
-            x_a = self.t_attn_layers[i](x_a, r_t, g["edge_index_t"])
-            x_a = x_a.view(num_a, h, d).transpose(0, 1).reshape(-1, d)  # -> time-major
+        num_pl = max(x_pl.size(0), 1)
+        for i, step in enumerate(first):
+            lo = step * num_a
+
+            def into_suffix(kind: str, lo: int = lo) -> tuple[Tensor, Tensor, Tensor]:
+                src, dst, r = edges[kind]
+                keep = dst >= lo
+                return src[keep], dst[keep] - lo, r[keep]
+
+            src, dst, r = into_suffix("t")
+            x_a = torch.cat([x_a[:lo], self.t_attn_layers[i]((x_a, x_a[lo:]), r, torch.stack([src, dst]))])
+            src, dst, r = into_suffix("pl2a")
             pl2a = self.pl2a_attn_layers[i]
-            x_a = pl2a.attend(x_a, *pl2a.source_messages(x_pl, r_pl2a, src_pl2a), g["edge_index_pl2a"][1])
-            x_a = self.a2a_attn_layers[i](x_a, r_a2a, g["edge_index_a2a"])
-            x_a = x_a.view(h, num_a, d).transpose(0, 1).reshape(-1, d)  # -> agent-major
-        return {"x_a": x_a.view(num_a, h, d)}
+            x_a = torch.cat([x_a[:lo], pl2a.attend(x_a[lo:], *pl2a.source_messages(x_pl, r, src % num_pl), dst)])
+            src, dst, r = into_suffix("a2a")
+            x_a = torch.cat([x_a[:lo], self.a2a_attn_layers[i]((x_a, x_a[lo:]), r, torch.stack([src, dst]))])
+        lo = first[-1] * num_a  # steps no layer brought to the end: zero (nothing reads them)
+        x_a = torch.cat([x_a.new_zeros(lo, d), x_a[lo:]])
+        return {"x_a": x_a.view(h, num_a, d).transpose(0, 1).contiguous()}
