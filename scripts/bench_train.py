@@ -69,6 +69,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,21 @@ def pass_case(model_name: str, batch_size: int, steps: int, device: str, precisi
     }
 
 
+@dataclass
+class SSLSetup:
+    """One SmartPretrain step on copies of the fixture scene: ``step()`` runs it and returns the losses."""
+
+    task: Any
+    batch: Any
+    step: Callable[[], Any]
+    cfg: Any
+    experiment: str | None
+    """the pre-training preset whose SSL heads the task has (None: ``configs/ssl`` defaults)"""
+    transform: Any
+    """the views + adapter of one scene (what a DataLoader worker runs; the profile times it)"""
+    scene: Any
+
+
 def ssl_setup(
     model_name: str,
     batch_size: int,
@@ -235,10 +251,9 @@ def ssl_setup(
     precision: str,
     arm: str = "tcl_trl",
     experiment: str | None = None,
-) -> tuple[Any, Any, Callable[[], Any], Any]:
-    """``(task, batch, step, cfg)`` of one SmartPretrain step (EMA update, online view A, momentum views A+B, the
-    arm's objectives (default TCL + TRL), backward, AdamW) on copies of the fixture scene; ``step()`` returns the
-    losses. Shared with ``scripts/profile_ssl.py``."""
+) -> SSLSetup:
+    """The :class:`SSLSetup` of one SmartPretrain step (EMA update, momentum views A+B, online view A, the arm's
+    objectives (default TCL + TRL), backward, AdamW). Shared with ``scripts/profile_ssl.py``."""
     import numpy as np
     import torch
 
@@ -283,8 +298,7 @@ def ssl_setup(
             optimizer.step()
         return out
 
-    step.transform, step.scene = transform, scene  # type: ignore[attr-defined]  (the profile times the data stage)
-    return task, batch, step, cfg
+    return SSLSetup(task, batch, step, cfg, experiment, transform, scene)
 
 
 def ssl_case(
@@ -300,9 +314,9 @@ def ssl_case(
     backward, AdamW)."""
     import torch
 
-    task, batch, step, cfg = ssl_setup(model_name, batch_size, device, precision, arm, experiment)
+    setup = ssl_setup(model_name, batch_size, device, precision, arm, experiment)
+    task, batch, step, cfg, experiment = setup.task, setup.batch, setup.step, setup.cfg, setup.experiment
     window = int(cfg.ssl.window)
-    experiment = experiment or SSL_EXPERIMENTS.get(model_name)
 
     rss_before = start_memory(device)
     times, out = time_steps(step, steps, device)

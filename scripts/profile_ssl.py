@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import REPO, WARMUP_STEPS, machine_info, ssl_setup  # a script beside this one
+from bench_train import REPO, WARMUP_STEPS, SSLSetup, machine_info, ssl_setup  # a script beside this one
 
 #: methods that build graphs or run a stage outside ``forward``, labelled where a backbone module has them
 METHODS = ("build_graphs", "propose_queries")
@@ -89,9 +89,9 @@ def attach_labels(task: Any) -> list[str]:
     return labels
 
 
-def data_stage_ms(step: Any, batch_size: int, repeats: int = 5) -> float:
+def data_stage_ms(setup: SSLSetup, batch_size: int, repeats: int = 5) -> float:
     """Median ms of building one batch as a DataLoader worker does: views + adapter per scene, then collate."""
-    transform, scene = step.transform, step.scene
+    transform, scene = setup.transform, setup.scene
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -108,7 +108,8 @@ def profile(
         from smartpretrain.runs.performance import tune_cpu_malloc
 
         malloc_tuned = tune_cpu_malloc()
-    task, _, step, _ = ssl_setup(model, batch_size, device, precision)
+    setup = ssl_setup(model, batch_size, device, precision)
+    task, step = setup.task, setup.step
     labels = attach_labels(task)
     for _ in range(WARMUP_STEPS):
         step()
@@ -150,7 +151,7 @@ def profile(
         "threads": torch.get_num_threads(),
         "cpu_malloc_tuned": malloc_tuned,
         "step_ms_median": round(1e3 * statistics.median(walls), 1),
-        "data_ms_per_batch": round(data_stage_ms(step, batch_size), 1),
+        "data_ms_per_batch": round(data_stage_ms(setup, batch_size), 1),
         "stages": stages,
         "top_self_ops": top_ops,
     }

@@ -36,7 +36,12 @@ from smartpretrain.runs.guards import (
     expected_dataset,
     finetune_monitors,
 )
-from smartpretrain.runs.performance import apply_global_settings, compile_module, performance_settings
+from smartpretrain.runs.performance import (
+    PerformanceSettings,
+    apply_global_settings,
+    compile_module,
+    performance_settings,
+)
 from smartpretrain.runs.trainer import (
     build_backbone,
     build_trainer,
@@ -80,7 +85,9 @@ def check_finetune_config(cfg: DictConfig) -> RunSources:
     return sources
 
 
-def _datamodule(cfg: DictConfig, backbone: Backbone, sources: RunSources) -> SceneDataModule:
+def _datamodule(
+    cfg: DictConfig, backbone: Backbone, sources: RunSources, performance: PerformanceSettings | None = None
+) -> SceneDataModule:
     adapter = backbone.make_adapter()
     batching = cfg.get("batching") or {}
     train_transform = adapter
@@ -100,7 +107,7 @@ def _datamodule(cfg: DictConfig, backbone: Backbone, sources: RunSources) -> Sce
         seed=int(cfg.seed),
         max_agents_per_batch=batching.get("max_agents_per_batch"),
         max_agents_per_scene=batching.get("max_agents_per_scene"),
-        **performance_settings(cfg).loader_kwargs(),
+        **(performance or performance_settings(cfg)).loader_kwargs(),
     )
 
 
@@ -117,7 +124,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     performance = performance_settings(cfg)
     apply_global_settings(performance)
     backbone = build_backbone(cfg, out_dir)
-    datamodule = _datamodule(cfg, backbone, sources)
+    datamodule = _datamodule(cfg, backbone, sources, performance)
     compile_module(backbone, performance.compile)  # after its weights are loaded; compiles at the first step
     task = FinetuneTask(
         backbone,

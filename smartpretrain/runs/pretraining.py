@@ -51,7 +51,12 @@ from smartpretrain.runs.guards import (
     expected_dataset,
     pretrain_monitors,
 )
-from smartpretrain.runs.performance import apply_global_settings, compile_module, performance_settings
+from smartpretrain.runs.performance import (
+    PerformanceSettings,
+    apply_global_settings,
+    compile_module,
+    performance_settings,
+)
 from smartpretrain.runs.trainer import build_trainer, resume_checkpoint, save_run_config, write_final_metrics
 from smartpretrain.ssl.objective import SSLObjective
 from smartpretrain.tasks.pretrain import PretrainTask
@@ -162,10 +167,12 @@ def build_datamodule(
     with_full: bool = False,
     sources: RunSources | None = None,
     with_controls: bool = False,
+    performance: PerformanceSettings | None = None,
 ) -> SceneDataModule:
     """Views per source (each dataset of a mixture with its own view length), one adapter, mixture sampling;
     ``with_full`` also adapts the whole scenes (objectives that need whole scenes), ``with_controls`` derives the
-    queries' transition controls (``ssl.controls``). ``sources``: read from ``cfg`` when not given."""
+    queries' transition controls (``ssl.controls``). ``sources``, ``performance`` (the loader options): read from
+    ``cfg`` when not given."""
     sources = sources or _sources(cfg)
     adapter = backbone.make_adapter()
     window = int(cfg.ssl.window)
@@ -207,7 +214,7 @@ def build_datamodule(
         seed=seed,
         max_agents_per_batch=batching.get("max_agents_per_batch"),
         max_agents_per_scene=cap,
-        **performance_settings(cfg).loader_kwargs(),
+        **(performance or performance_settings(cfg)).loader_kwargs(),
     )
 
 
@@ -257,7 +264,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         compile_module(branch, performance.compile)
     try:
         datamodule = build_datamodule(
-            cfg, task.backbone, with_full=task.needs.full_scene, sources=sources, with_controls=task.needs.controls
+            cfg,
+            task.backbone,
+            with_full=task.needs.full_scene,
+            sources=sources,
+            with_controls=task.needs.controls,
+            performance=performance,
         )
         datamodule.setup("fit")
     except ValueError as exc:

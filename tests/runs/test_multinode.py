@@ -92,25 +92,31 @@ def _record(folder: Path, rank: int = 0) -> dict[str, torch.Tensor]:
     return torch.load(folder / f"rank{rank}.pt", weights_only=True)
 
 
+def _one_process_and_two_nodes(
+    module: str, overrides: list[str], single: list[str], nodes: list[str], tmp_path: Path
+) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """``module`` run once in one process (``overrides + single``) and once on two torchrun nodes of one process
+    each (``overrides + nodes``, DDP); the single process's record and the two ranks'."""
+    _single(module, [*overrides, *single], tmp_path / "single")
+    (tmp_path / "nodes").mkdir()
+    _two_nodes(module, [*overrides, *nodes, "trainer.num_nodes=2", "trainer.strategy=ddp"], tmp_path / "nodes")
+    return _record(tmp_path / "single" / "probe"), [_record(tmp_path / "nodes" / "probe", r) for r in (0, 1)]
+
+
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool((a - b).norm() <= RTOL * max(float(b.norm()), 1e-12))
 
 
 def test_two_node_pretraining_equals_one_process_over_the_global_batch(av1_cache: Path, tmp_path: Path) -> None:
-    cache = [f"cache_root={av1_cache}", "trainer.limit_train_batches=2"]
-    _single("smartpretrain.pretrain", [*PRETRAIN, *cache, "batch_size=2"], tmp_path / "single")
-    nodes = tmp_path / "nodes"
-    nodes.mkdir()
-    _two_nodes("smartpretrain.pretrain", [*PRETRAIN, *cache, "batch_size=1", "trainer.num_nodes=2",
-                                          "trainer.strategy=ddp"], nodes)  # fmt: skip
+    common = [*PRETRAIN, f"cache_root={av1_cache}", "trainer.limit_train_batches=2"]
+    single, ranks = _one_process_and_two_nodes("smartpretrain.pretrain", common, ["batch_size=2"], ["batch_size=1"],
+                                               tmp_path)  # fmt: skip
 
     # one run folder, named by the torchrun run id, whichever node composed its config first
-    (run_dir,) = (nodes / "outputs" / "pretrain").iterdir()
+    (run_dir,) = (tmp_path / "nodes" / "outputs" / "pretrain").iterdir()
     assert run_dir.name == "av1_torchrun-job42"
     assert (run_dir / "final_metrics.json").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
 
-    single = _record(tmp_path / "single" / "probe")
-    ranks = [_record(nodes / "probe", r) for r in (0, 1)]
     assert [int(r["world_size"]) for r in ranks] == [2, 2] and int(single["world_size"]) == 1
     assert single["losses"].numel() == 2 and ranks[0]["losses"].numel() == 2
     torch.testing.assert_close((ranks[0]["losses"] + ranks[1]["losses"]) / 2, single["losses"], rtol=RTOL, atol=1e-6)
@@ -121,15 +127,9 @@ def test_two_node_pretraining_equals_one_process_over_the_global_batch(av1_cache
 
 
 def test_two_node_finetuning_gradient_is_the_mean_of_the_ranks_gradients(av1_cache: Path, tmp_path: Path) -> None:
-    cache = [f"cache_root={av1_cache}", "batch_size=1"]
-    _single("smartpretrain.finetune", [*FINETUNE, *cache, "trainer.limit_train_batches=4"], tmp_path / "single")
-    nodes = tmp_path / "nodes"
-    nodes.mkdir()
-    _two_nodes("smartpretrain.finetune", [*FINETUNE, *cache, "trainer.limit_train_batches=2", "trainer.num_nodes=2",
-                                          "trainer.strategy=ddp"], nodes)  # fmt: skip
-
-    single = _record(tmp_path / "single" / "probe")
-    ranks = [_record(nodes / "probe", r) for r in (0, 1)]
+    common = [*FINETUNE, f"cache_root={av1_cache}", "batch_size=1"]
+    single, ranks = _one_process_and_two_nodes("smartpretrain.finetune", common, ["trainer.limit_train_batches=4"],
+                                               ["trainer.limit_train_batches=2"], tmp_path)  # fmt: skip
     torch.testing.assert_close(ranks[0]["parameters"], single["parameters"])  # held at the same initial values
     for step in range(2):
         for r in (0, 1):  # rank r holds scene perm[2 * step + r], as the single process's step 2 * step + r
