@@ -356,6 +356,14 @@ class Backbone(nn.Module, abc.ABC):
     def to_scene_frame(self, batch: Any, loc: Tensor) -> Tensor:
         """Map ``[A, K, F, 2]`` agent-frame trajectories to the scene frame (add ``scene.origin`` for city)."""
 
+    def query_embeddings(self, batch: Any, scene: Tensor, agent: Tensor) -> AgentEmbeddings:
+        """Per-agent embeddings of at least the agents ``(scene[i], agent[i])`` of ``batch`` (scene within the
+        batch, agent index in its Scene), as :meth:`agent_embeddings` gives them: what SSL pre-training reads,
+        its query agents. A backbone may leave out work that only the other agents' embeddings need (QCNet);
+        by default every agent is embedded.
+        """
+        return self.agent_embeddings(batch, self.encode(batch))
+
     def forward(self, batch: Any) -> Forecast:
         return self.forecast(batch, self.encode(batch))
 
@@ -364,6 +372,16 @@ class Backbone(nn.Module, abc.ABC):
         from the batch's :class:`BatchDescription`): what stores of embeddings read
         (:mod:`smartpretrain.embeddings`)."""
         return self.agent_embeddings(batch, self.encode(batch)).identified(describe_batch(batch))
+
+
+def select_agents(row_scene: Tensor, row_agent: Tensor, scene: Tensor, agent: Tensor) -> Tensor:
+    """``[A] bool``: which agent rows (``row_scene``, ``row_agent``: each row's scene in the batch and agent index
+    in its Scene) are one of the pairs ``(scene[i], agent[i])``; pairs that are no row select nothing."""
+    if row_agent.numel() == 0 or agent.numel() == 0:
+        return torch.zeros(row_agent.shape, dtype=torch.bool, device=row_agent.device)
+    # one integer key per (scene, agent)
+    stride = int(torch.maximum(row_agent.max(), agent.max())) + 1
+    return torch.isin(row_scene.long() * stride + row_agent.long(), scene.long() * stride + agent.long())
 
 
 def rotate(xy: Tensor, angle: Tensor) -> Tensor:

@@ -72,12 +72,14 @@ class SSLBranch(nn.Module):
         self.backbone = backbone
         self.projector = projector
 
-    def forward(self, batch: Any) -> AgentEmbeddings:
-        return self.backbone.agent_embeddings(batch, self.backbone.encode(batch))
+    def forward(self, batch: Any, scene: Tensor, agent: Tensor) -> AgentEmbeddings:
+        return self.backbone.query_embeddings(batch, scene, agent)
 
-    def embed(self, batch: Any) -> AgentEmbeddings:
-        """The backbone's per-agent embeddings of ``batch`` (through ``__call__``: compiled when the branch is)."""
-        return self(batch)
+    def embed(self, batch: Any, scene: Tensor, agent: Tensor) -> AgentEmbeddings:
+        """The backbone's per-agent embeddings of ``batch``, at least of the agents ``(scene, agent)`` (the queries
+        read; :meth:`~smartpretrain.backbones.base.Backbone.query_embeddings`), through ``__call__``: compiled when
+        the branch is."""
+        return self(batch, scene, agent)
 
 
 def lookup_rows(emb: AgentEmbeddings, scene: Tensor, agent: Tensor) -> tuple[Tensor, Tensor]:
@@ -261,10 +263,16 @@ class PretrainTask(pl.LightningModule):
         branches = {Branch.ONLINE: self.branch, Branch.MOMENTUM: self.momentum_branch}
         q_scene, q_agent = batch.query_scene, batch.query_agent
 
+        partial_rows = batch.target_valid.any(dim=1) if self.needs.partial_queries else torch.zeros_like(batch.full_b)
+        # the queries each encoding is read at: online view A every query that may enter, the others the positives
+        entering = batch.full_b | partial_rows
+        wanted = {which: entering if which == ONLINE_A else batch.full_b for which in self._embed_plan}
         embedded: dict[Encoding, AgentEmbeddings] = {}
         for which in self._embed_plan:
             with _grad_mode(which):
-                embedded[which] = branches[which.branch].embed(views[which.view])
+                embedded[which] = branches[which.branch].embed(
+                    views[which.view], q_scene[wanted[which]], q_agent[wanted[which]]
+                )
         rows: dict[Encoding, Tensor] = {}
         found: dict[Encoding, Tensor] = {}
         for which, emb in embedded.items():
@@ -272,7 +280,6 @@ class PretrainTask(pl.LightningModule):
         full_b = batch.full_b
         for embedded_here in found.values():
             full_b = full_b & embedded_here  # a positive must be embedded in every encoded view
-        partial_rows = batch.target_valid.any(dim=1) if self.needs.partial_queries else torch.zeros_like(batch.full_b)
         keep = found[ONLINE_A] & (full_b | partial_rows)
         unembedded = int(((batch.full_b | partial_rows) & ~keep).sum())
         positives = keep & full_b  # batch query rows that are positives, in kept order below

@@ -89,6 +89,10 @@ class FakeBackbone(nn.Module):
         scene, agent = view.live.nonzero(as_tuple=True)
         return AgentEmbeddings(encoding[scene, agent], scene, agent)
 
+    def query_embeddings(self, view: FakeView, scene: Tensor, agent: Tensor) -> AgentEmbeddings:
+        """Every live agent, whichever are asked for (as :class:`~smartpretrain.backbones.base.Backbone` does)."""
+        return self.agent_embeddings(view, self.encode(view))
+
 
 def fake_batch(full: Any = None, seed: int = 0, controls: bool = False) -> SSLBatch:
     """2 scenes x 4 agents, window 5. Queries (scene, agent): (0, 0) (0, 1) (0, 2) (1, 0) (1, 3); (0, 1) is

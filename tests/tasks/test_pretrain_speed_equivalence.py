@@ -3,9 +3,11 @@ same BatchNorm statistics, on a fixed batch of the real AV2 fixture scene, in fl
 
 What changed, and what the reference here keeps of the implementation before:
 
-* the QCNet agent encoder updates, in each layer, only the history steps something downstream reads
-  (:meth:`~smartpretrain.backbones.qcnet.agent_encoder.QCNetAgentEncoder.first_steps`); the reference is the
+* the QCNet agent encoder updates, in each layer, only the rows (agent, history step) something downstream reads
+  (:meth:`~smartpretrain.backbones.qcnet.agent_encoder.QCNetAgentEncoder.updated_rows`); the reference is the
   encoder's former forward (every step, every layer), kept below as :func:`reference_agent_encoder_forward`;
+* each branch embeds only the query agents the step reads (the decoder runs for them alone, and the encoder
+  computes what their queries read); the reference embeds every agent of a view;
 * the momentum (no-grad) passes run before the online pass; the reference order is online A, momentum A,
   momentum B. With dropout on, the passes draw other masks (the RNG is consumed in another order); the
   computation is otherwise the same, which is what dropout off checks.
@@ -23,13 +25,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from smartpretrain.backbones.base import select_agents
 from smartpretrain.backbones.graph import angle_between
 from smartpretrain.backbones.qcnet import QCNet
 from smartpretrain.data.views import SSLViewTransform, TemporalViewSampler
 from smartpretrain.ssl.objective import MOMENTUM_A, MOMENTUM_B, ONLINE_A
 from smartpretrain.ssl.tcl import TrajectoryContrastiveLoss
 from smartpretrain.ssl.trl import TrajectoryReconstructionLoss
-from smartpretrain.tasks.pretrain import PretrainTask
+from smartpretrain.tasks.pretrain import PretrainTask, lookup_rows
 from tests.conftest import AV2_FIXTURE_ID, AV2_FIXTURE_ROOT, require_shared
 
 #: the reference's geometry of the agent encoder (history 50, t2m over the last 30 steps, span 10, 2 layers), at
@@ -43,7 +46,9 @@ WINDOW = 50
 OLD_EMBED_ORDER = (ONLINE_A, MOMENTUM_A, MOMENTUM_B)
 
 
-def reference_agent_encoder_forward(self: Any, data: Any, map_enc: dict[str, Tensor]) -> dict[str, Tensor]:
+def reference_agent_encoder_forward(
+    self: Any, data: Any, map_enc: dict[str, Tensor], agents: Tensor | None = None
+) -> dict[str, Tensor]:
     """The agent encoder's forward before the change: every step of every agent through every layer."""
     h, d = self.config.num_historical_steps, self.config.hidden_dim
     agent = data["agent"]
@@ -74,9 +79,15 @@ def reference_agent_encoder_forward(self: Any, data: Any, map_enc: dict[str, Ten
     return {"x_a": x_a.view(num_a, h, d)}
 
 
+def reference_query_embeddings(self: Any, batch: Any, scene: Tensor, agent: Tensor) -> Any:
+    """Before the change every agent of a view was embedded, whichever queries the step reads."""
+    return self.agent_embeddings(batch, self.encode(batch))
+
+
 def _as_reference(backbone: QCNet) -> None:
     encoder = backbone.encoder.agent_encoder
     encoder.forward = types.MethodType(reference_agent_encoder_forward, encoder)
+    backbone.query_embeddings = types.MethodType(reference_query_embeddings, backbone)
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +180,46 @@ def test_finetuning_loss_and_gradients_equal_the_former_implementation(fixture_s
     assert new_grads.keys() == old_grads.keys()
     for name in new_grads:
         torch.testing.assert_close(new_grads[name], old_grads[name], rtol=1e-8, atol=1e-10, msg=name)
+
+
+def test_query_embeddings_equal_those_of_every_agent(fixture_scene: Any) -> None:
+    """Embedding only some agents gives them the embeddings they get when every agent is embedded, with less work:
+    the last layer's a2a updates fewer rows, and the decoder runs for the selected agents alone."""
+    torch.manual_seed(0)
+    backbone = QCNet(**SMALL, num_modes=1, propose_stack_only=True).double().eval()
+    adapter = backbone.make_adapter()
+    batch = _double(adapter.collate([adapter(fixture_scene), adapter(fixture_scene)]))
+    scene = torch.tensor([0, 0, 1])
+    agent = torch.tensor([0, 3, 5])
+    with torch.no_grad():
+        every = backbone.agent_embeddings(batch, backbone.encode(batch))
+        some = backbone.query_embeddings(batch, scene, agent)
+    assert some.embeddings.size(0) == 3
+    rows, found = lookup_rows(every, some.scene_index, some.agent_index)
+    assert bool(found.all())
+    assert sorted(zip(some.scene_index.tolist(), some.agent_index.tolist(), strict=True)) == [(0, 0), (0, 3), (1, 5)]
+    torch.testing.assert_close(some.embeddings, every.embeddings[rows], rtol=1e-9, atol=1e-10)
+
+    encoder = backbone.encoder.agent_encoder
+    num_a = batch["agent"]["position"].size(0)
+    selected = torch.zeros(num_a, dtype=torch.bool)
+    selected[rows] = True
+    g = encoder.build_graphs(batch)
+    h = encoder.config.num_historical_steps
+    src_t, dst_t = g["edge_index_t"]
+    edges = {
+        "t": ((src_t % h) * num_a + src_t // h, (dst_t % h) * num_a + dst_t // h),
+        "a2a": (g["edge_index_a2a"][0], g["edge_index_a2a"][1]),
+    }
+    all_rows = encoder.updated_rows(encoder.read_rows(num_a, None, torch.device("cpu")), edges)
+    some_rows = encoder.updated_rows(encoder.read_rows(num_a, selected, torch.device("cpu")), edges)
+    assert int(some_rows[-1][1].sum()) < int(all_rows[-1][1].sum())
+    for (t_some, a2a_some), (t_all, a2a_all) in zip(some_rows, all_rows, strict=True):
+        assert bool((t_some <= t_all).all()) and bool((a2a_some <= a2a_all).all())
+
+
+def test_select_agents_matches_pairs() -> None:
+    row_scene, row_agent = torch.tensor([0, 0, 1, 1]), torch.tensor([4, 7, 4, 9])
+    picked = select_agents(row_scene, row_agent, torch.tensor([1, 0, 2]), torch.tensor([4, 7, 4]))
+    assert picked.tolist() == [False, True, True, False]  # (2, 4) is no row: it selects nothing
+    assert not select_agents(row_scene, row_agent, torch.tensor([], dtype=torch.long), torch.tensor([])).any()

@@ -138,24 +138,55 @@ class QCNetAgentEncoder(nn.Module):
         return out
 
     def first_steps(self) -> list[int]:
-        """Per layer, the first history step whose output anything downstream reads.
+        """Per layer, the first history step whose output anything downstream may read.
 
         The decoder reads ``x_a`` at steps ``>= H - num_t2m_steps`` only (t2m; a2m reads step H-1), and a step's
         output in layer ``i`` reads layer ``i - 1`` at the same step (pl2a, a2a: same step) and at most
         ``time_span`` steps before it (t2t). So layer ``i`` need only update steps ``>= H - num_t2m_steps -
-        (L - 1 - i) * time_span``: the steps before cost attention work whose result nothing reads.
+        (L - 1 - i) * time_span``: a bound on the rows of :meth:`updated_rows`, which prunes the edges first.
         """
         config = self.config
         h, layers = config.num_historical_steps, config.num_agent_layers
         last = h - config.effective_num_t2m_steps
         return [max(last - (layers - 1 - i) * config.effective_time_span, 0) for i in range(layers)]
 
-    def forward(self, data: HeteroData, map_enc: dict[str, Tensor]) -> dict[str, Tensor]:
+    def read_rows(self, num_agents: int, agents: Tensor | None, device: torch.device) -> Tensor:
+        """``[H*A] bool`` (time-major) the outputs the decoder reads: the selected ``agents`` (all when None) at
+        steps ``>= H - num_t2m_steps`` (t2m), and every agent at step H-1 (a2m's sources)."""
+        h = self.config.num_historical_steps
+        read = torch.zeros(h, num_agents, dtype=torch.bool, device=device)
+        read[h - self.config.effective_num_t2m_steps :] = True if agents is None else agents
+        read[h - 1] = True
+        return read.reshape(-1)
+
+    def updated_rows(self, read: Tensor, edges: dict[str, tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
+        """Per layer, the rows whose update something reads: ``(t2t / pl2a targets, a2a targets)``, ``[H*A] bool``.
+
+        Walked back from ``read`` (the last layer's a2a outputs): an a2a target reads its own row and its
+        neighbours' rows after pl2a at the same step; pl2a reads the target's row after t2t (the polygons are
+        the map encoder's); t2t reads the target's own row and its earlier steps from the layer before. Every
+        other row keeps a stale value that no row read downstream depends on.
+        """
+        rows: list[tuple[Tensor, Tensor]] = []
+        need = read
+        for _ in range(self.config.num_agent_layers):
+            src, dst = edges["a2a"]
+            before_a2a = need.clone()
+            before_a2a[src[need[dst]]] = True
+            src, dst = edges["t"]
+            before_t = before_a2a.clone()
+            before_t[src[before_a2a[dst]]] = True
+            rows.append((before_a2a, need))
+            need = before_t
+        return rows[::-1]
+
+    def forward(self, data: HeteroData, map_enc: dict[str, Tensor], agents: Tensor | None = None) -> dict[str, Tensor]:
         """``map_enc["x_pl"] [P, D]`` -> ``{"x_a": [A, H, D]}``.
 
-        Only the steps read downstream are computed to the last layer (:meth:`first_steps`): ``x_a`` at steps
-        before ``H - num_t2m_steps`` is zero. The outputs at the steps read, and their gradients, are those of
-        updating every step in every layer.
+        Only the outputs the decoder reads are computed (:meth:`read_rows`; ``agents [A] bool``: the agents whose
+        decoder queries are read, default all), and in each layer only the rows they depend on
+        (:meth:`updated_rows`); ``x_a`` is zero everywhere else. The outputs read, and their gradients, are those
+        of updating every step of every agent in every layer.
         """
         h, d = self.config.num_historical_steps, self.config.hidden_dim
         agent = data["agent"]
@@ -176,12 +207,12 @@ class QCNetAgentEncoder(nn.Module):
         )  # [A, H, 4]
         type_emb = self.type_a_emb(agent["type"].long()).repeat_interleave(h, dim=0)  # agent-major [A*H, D]
         x_a = self.x_a_emb(continuous_inputs=x_a.reshape(-1, 4), categorical_embs=[type_emb])
-        # time-major nodes t*A + a from here on: the steps a layer updates are then one suffix of the rows
+        # time-major nodes t*A + a from here on (pl2a and a2a connect rows of one step)
         x_a = x_a.view(num_a, h, d).transpose(0, 1).reshape(-1, d)
 
         g = self.build_graphs(data)
-        first = self.first_steps()
         # the edges into the steps of the first layer (a superset of every later layer's), t2t renumbered time-major
+        start = self.first_steps()[0] * num_a
         src_t, dst_t = g["edge_index_t"]
         src_t, dst_t = (src_t % h) * num_a + src_t // h, (dst_t % h) * num_a + dst_t // h
         edges = {
@@ -189,29 +220,35 @@ class QCNetAgentEncoder(nn.Module):
             "pl2a": (g["edge_index_pl2a"][0], g["edge_index_pl2a"][1], g["r_pl2a"]),
             "a2a": (g["edge_index_a2a"][0], g["edge_index_a2a"][1], g["r_a2a"]),
         }
-        embed = {"t": self.r_t_emb, "pl2a": self.r_pl2a_emb, "a2a": self.r_a2a_emb}
-        start = first[0] * num_a
         for kind, (src, dst, r) in edges.items():
             keep = dst >= start
-            edges[kind] = (src[keep], dst[keep], embed[kind](continuous_inputs=r[keep], categorical_embs=None))
+            edges[kind] = (src[keep], dst[keep], r[keep])
+        read = self.read_rows(num_a, agents, x_a.device)
+        layer_rows = self.updated_rows(read, {kind: (src, dst) for kind, (src, dst, _) in edges.items()})
+        # each edge's features embedded once, for the edges into some layer's updated rows
+        embed = {"t": self.r_t_emb, "pl2a": self.r_pl2a_emb, "a2a": self.r_a2a_emb}
+        targets = {"t": 0, "pl2a": 0, "a2a": 1}  # which of a layer's two row sets each kind updates
+        for kind, (src, dst, r) in edges.items():
+            used = torch.stack([rows[targets[kind]][dst] for rows in layer_rows]).any(dim=0)
+            edges[kind] = (src[used], dst[used], embed[kind](continuous_inputs=r[used], categorical_embs=None))
         # the map is the same at every step: polygon t*P + p is polygon p, projected once (not once per step)
         x_pl = map_enc["x_pl"]
         num_pl = max(x_pl.size(0), 1)
-        for i, step in enumerate(first):
-            lo = step * num_a
-
-            def into_suffix(kind: str, lo: int = lo) -> tuple[Tensor, Tensor, Tensor]:
+        position = torch.empty(h * num_a, dtype=torch.long, device=x_a.device)
+        for i, rows in enumerate(layer_rows):
+            for kind in ("t", "pl2a", "a2a"):
+                updated = rows[targets[kind]]
+                index = updated.nonzero().squeeze(1)
+                position[index] = torch.arange(index.numel(), device=x_a.device)
                 src, dst, r = edges[kind]
-                keep = dst >= lo
-                return src[keep], dst[keep] - lo, r[keep]
-
-            src, dst, r = into_suffix("t")
-            x_a = torch.cat([x_a[:lo], self.t_attn_layers[i]((x_a, x_a[lo:]), r, torch.stack([src, dst]))])
-            src, dst, r = into_suffix("pl2a")
-            pl2a = self.pl2a_attn_layers[i]
-            x_a = torch.cat([x_a[:lo], pl2a.attend(x_a[lo:], *pl2a.source_messages(x_pl, r, src % num_pl), dst)])
-            src, dst, r = into_suffix("a2a")
-            x_a = torch.cat([x_a[:lo], self.a2a_attn_layers[i]((x_a, x_a[lo:]), r, torch.stack([src, dst]))])
-        lo = first[-1] * num_a  # steps no layer brought to the end: zero (nothing reads them)
-        x_a = torch.cat([x_a.new_zeros(lo, d), x_a[lo:]])
+                keep = updated[dst]
+                src, dst, r = src[keep], position[dst[keep]], r[keep]
+                if kind == "pl2a":
+                    layer = self.pl2a_attn_layers[i]
+                    out = layer.attend(x_a[index], *layer.source_messages(x_pl, r, src % num_pl), dst)
+                else:
+                    layer = (self.t_attn_layers if kind == "t" else self.a2a_attn_layers)[i]
+                    out = layer((x_a, x_a[index]), r, torch.stack([src, dst]))
+                x_a = x_a.index_copy(0, index, out)
+        x_a = torch.where(read.unsqueeze(1), x_a, 0.0)  # rows nothing reads: zero (they hold stale values)
         return {"x_a": x_a.view(h, num_a, d).transpose(0, 1).contiguous()}

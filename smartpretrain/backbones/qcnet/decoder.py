@@ -257,11 +257,15 @@ class QCNetDecoder(nn.Module):
         """``mode_emb`` for every row, ``[rows, K, D]``."""
         return self.mode_emb.weight.unsqueeze(0).expand(ctx.num_rows, -1, -1)
 
-    def propose_queries(self, data: HeteroData, enc: dict[str, Tensor]) -> Tensor:
+    def propose_queries(self, data: HeteroData, enc: dict[str, Tensor], agents: Tensor | None = None) -> Tensor:
         """The mode queries after each propose recurrence, ``[A, R, K*D]`` (SmartPretrain's SSL embedding; the
-        release runs it with K = 1). Every agent observed at step H-1 is a query (views have no future)."""
+        release runs it with K = 1). Every agent observed at step H-1 is a query (views have no future); with
+        ``agents [A] bool``, only those among them: the rows of the others are then the context-free row (not
+        their embedding: the caller reads the selected rows only)."""
         num_a = enc["x_a"].size(0)
         query_mask = data["agent"]["valid_mask"][:, self.config.num_historical_steps - 1]
+        if agents is not None:
+            query_mask = query_mask & agents
         ctx = self.context(data, enc, query_mask)
         messages = self.stage_messages("propose", ctx)
         m = self.initial_queries(ctx)

@@ -18,7 +18,8 @@ class QCNetEncoder(nn.Module):
         self.map_encoder = QCNetMapEncoder(config)
         self.agent_encoder = QCNetAgentEncoder(config)
 
-    def forward(self, data: HeteroData) -> dict[str, Tensor]:
-        """``{"x_pl": [P, D], "x_a": [A, H, D]}``."""
+    def forward(self, data: HeteroData, agents: Tensor | None = None) -> dict[str, Tensor]:
+        """``{"x_pl": [P, D], "x_a": [A, H, D]}``; ``agents [A] bool``: those whose decoder queries are read
+        (default all; see :meth:`QCNetAgentEncoder.forward`)."""
         map_enc = self.map_encoder(data)
-        return {**map_enc, **self.agent_encoder(data, map_enc)}
+        return {**map_enc, **self.agent_encoder(data, map_enc, agents)}

@@ -12,7 +12,15 @@ from typing import Any
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from smartpretrain.backbones.base import AgentEmbeddings, Backbone, BackboneAdapter, EvalTargets, Forecast, rotate
+from smartpretrain.backbones.base import (
+    AgentEmbeddings,
+    Backbone,
+    BackboneAdapter,
+    EvalTargets,
+    Forecast,
+    rotate,
+    select_agents,
+)
 from smartpretrain.backbones.qcnet.config import QCNetConfig, SSLQuery
 from smartpretrain.backbones.qcnet.decoder import QCNetDecoder
 from smartpretrain.backbones.qcnet.encoder import QCNetEncoder
@@ -102,14 +110,29 @@ class QCNet(Backbone):
         """``{"x_pl": [P, D], "x_a": [A, H, D]}``."""
         return self.encoder(batch)
 
-    def agent_embeddings(self, batch: HeteroData, encoding: dict[str, Tensor]) -> AgentEmbeddings:
-        """Propose-stage queries ``[A, R, K*D]`` (``ssl_query="propose"``) or the encoder's ``x_a[:, -1:]``."""
+    def agent_embeddings(
+        self, batch: HeteroData, encoding: dict[str, Tensor], agents: Tensor | None = None
+    ) -> AgentEmbeddings:
+        """Propose-stage queries ``[A, R, K*D]`` (``ssl_query="propose"``) or the encoder's ``x_a[:, -1:]``; with
+        ``agents [A] bool``, the rows of those agents only (the decoder runs for them alone)."""
         x_a = encoding["x_a"]
         scene = batch_vector(batch, "agent", x_a.size(0), x_a.device)
-        emb = (
-            self.decoder.propose_queries(batch, encoding) if self.config.ssl_query == SSLQuery.PROPOSE else x_a[:, -1:]
-        )
-        return AgentEmbeddings(emb, scene, batch["agent"]["agent_index"])
+        agent_index = batch["agent"]["agent_index"]
+        if self.config.ssl_query == SSLQuery.PROPOSE:
+            emb = self.decoder.propose_queries(batch, encoding, agents)
+        else:
+            emb = x_a[:, -1:]
+        if agents is None:
+            return AgentEmbeddings(emb, scene, agent_index)
+        return AgentEmbeddings(emb[agents], scene[agents], agent_index[agents])
+
+    def query_embeddings(self, batch: HeteroData, scene: Tensor, agent: Tensor) -> AgentEmbeddings:
+        """The embeddings of the agents ``(scene, agent)`` only: the decoder runs for them alone, and the agent
+        encoder computes only what their queries read (``QCNetAgentEncoder.forward`` with ``agents``)."""
+        store = batch["agent"]
+        row_scene = batch_vector(batch, "agent", store["agent_index"].numel(), store["agent_index"].device)
+        agents = select_agents(row_scene, store["agent_index"], scene, agent)
+        return self.agent_embeddings(batch, self.encoder(batch, agents), agents)
 
     def forecast(self, batch: HeteroData, encoding: dict[str, Tensor]) -> Forecast:
         out = self.decoder(batch, encoding)

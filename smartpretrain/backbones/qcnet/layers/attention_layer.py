@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import softmax
 
@@ -131,15 +132,21 @@ class AttentionLayer(nn.Module):
         return self._project_sources(self.attn_prenorm_x_src(x_src), r, src)
 
     def _project_sources(self, x_src_normed: Tensor, r: Tensor | None, src: Tensor) -> tuple[Tensor, Tensor]:
-        shape = (-1, self.num_heads, self.head_dim)
+        # keys and values side by side, [.., 2 * inner]: one projection of the sources, one gather, one edge product
+        w_kv = torch.cat([self.to_k.weight, self.to_v.weight])
+        b_v = self.to_v.bias
+        with_r = self.has_pos_emb and r is not None
+        if with_r:
+            b_v = b_v + self.to_v_r.bias  # both value biases, added once per source node instead of once per edge
+        b_kv = torch.cat([torch.zeros_like(b_v), b_v])
         # index_select (not advanced indexing): its backward is an index_add, much cheaper than an index_put
-        k = self.to_k(x_src_normed).index_select(0, src)
-        v = self.to_v(x_src_normed).index_select(0, src)
-        if self.has_pos_emb and r is not None:
-            r = self.attn_prenorm_r(r)
-            k = k + self.to_k_r(r)
-            v = v + self.to_v_r(r)
-        return k.view(shape), v.view(shape)
+        kv = F.linear(x_src_normed, w_kv, b_kv).index_select(0, src)
+        if with_r:
+            w_kv_r = torch.cat([self.to_k_r.weight, self.to_v_r.weight])
+            kv = torch.addmm(kv, self.attn_prenorm_r(r), w_kv_r.t())  # += r-terms in the product (no extra pass)
+        # unbind (not two slices): its backward is one stack, not a zero-filled full-size gradient per slice
+        k, v = kv.view(-1, 2, self.num_heads, self.head_dim).unbind(1)
+        return k, v
 
     def attend(
         self, x_dst: Tensor, k: Tensor, v: Tensor, dst: Tensor, slots: tuple[Tensor, int] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -58,12 +59,16 @@ class FourierEmbedding(nn.Module):
                 raise ValueError(f"expected {self.input_dim} continuous inputs, got {continuous_inputs.size(-1)}")
             # one contiguous [N, 2B+1] block per input: slicing a joint [N, n, 2B+1] tensor instead makes autograd
             # build a zero-filled full-size gradient per slice (measured ~1.45x slower forward + backward)
-            h = None
+            hidden = []
             for i, mlp in enumerate(self.mlps):
                 x = continuous_inputs[:, i : i + 1]
                 phase = x * (self.freqs.weight[i] * (2 * math.pi))  # [N, B]
-                y = mlp(torch.cat([phase.cos(), phase.sin(), x], dim=-1))
-                h = y if h is None else h + y
+                hidden.append(mlp[2](mlp[1](mlp[0](torch.cat([phase.cos(), phase.sin(), x], dim=-1)))))
+            # the n last Linears and their sum as one product over the joined hidden features, [N, n*D] x [n*D, D]:
+            # one wider matrix product runs faster than n narrow ones plus n - 1 additions
+            weight = torch.cat([mlp[3].weight for mlp in self.mlps], dim=1)
+            bias = torch.stack([mlp[3].bias for mlp in self.mlps]).sum(dim=0)
+            h = F.linear(hidden[0] if len(hidden) == 1 else torch.cat(hidden, dim=-1), weight, bias)
             if categorical_embs:
                 h = h + torch.stack(categorical_embs).sum(dim=0)
         return self.to_out(h)
