@@ -50,7 +50,7 @@ _OPTIONS = ("float32_matmul_precision", "cudnn_benchmark", "compile", "pin_memor
 #: glibc ``mallopt`` parameters and the values :func:`tune_cpu_malloc` sets: serve allocations up to 32 MiB (the
 #: largest threshold glibc accepts) from the heap instead of fresh ``mmap`` pages, and keep up to 1 GiB of freed
 #: heap instead of handing it back to the OS after every step
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES = 32 << 20, 1 << 30
 _COMPILE_OPTIONS = ("enabled", "mode", "dynamic", "backend", "fullgraph")
 
@@ -204,10 +204,12 @@ def tune_cpu_malloc() -> bool:
     PyTorch's CPU tensors come from ``malloc``. A training step allocates and frees gigabytes of activations;
     glibc serves large blocks with ``mmap`` and returns freed heap to the OS, so each step faults its pages in
     again (1.6 M minor faults, 4 s of kernel time per QCNet SSL step at batch 4 on the project's VM). With
-    ``M_MMAP_THRESHOLD`` at its 32 MiB maximum and ``M_TRIM_THRESHOLD`` at 1 GiB the pages stay mapped and are
-    reused: 40 k faults per step, the step 35-40 % faster (docs/benchmarks.md). The cost: up to 1 GiB of freed
-    memory stays with the process. Forked DataLoader workers inherit the setting. CUDA tensors have their own
-    caching allocator and are not affected.
+    ``M_TRIM_THRESHOLD`` at 1 GiB freed heap stays with the process, and with ``M_MMAP_MAX`` 0 (``M_MMAP_THRESHOLD``
+    at its 32 MiB maximum as well, for a glibc that refuses 0) blocks of any size come from that heap instead of
+    fresh ``mmap`` pages: a QCNet SSL step's per-edge tensors are 40-130 MiB, above any mmap threshold glibc
+    accepts. The cost: the process keeps its high-water mark of heap (it plateaus: a step of each batch size
+    has been seen once) instead of handing memory back. Forked DataLoader workers inherit the setting. CUDA
+    tensors have their own caching allocator and are not affected. Figures: docs/benchmarks.md.
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -216,7 +218,8 @@ def tune_cpu_malloc() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     mapped = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-    return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)) and mapped
+    from_heap = bool(mallopt(M_MMAP_MAX, 0))
+    return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)) and mapped and from_heap
 
 
 def compile_module(module: nn.Module, settings: CompileSettings) -> bool:

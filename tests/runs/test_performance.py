@@ -143,8 +143,9 @@ import resource, sys, torch
 if sys.argv[1] == "tuned":
     from smartpretrain.runs.performance import tune_cpu_malloc
     assert tune_cpu_malloc()
+count, floats = int(sys.argv[2]), int(sys.argv[3])
 def step():  # what a training step does to the allocator: many large blocks, all freed at its end
-    blocks = [torch.ones(2 << 20) for _ in range(64)]  # 64 x 8 MiB
+    blocks = [torch.ones(floats) for _ in range(count)]
     del blocks
 step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -155,15 +156,23 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
-def test_tuned_cpu_malloc_keeps_a_steps_memory_instead_of_faulting_it_in_again() -> None:
-    """Four more "steps" of 512 MiB fault their pages in again with glibc's defaults (the freed heap is handed
-    back to the OS); tuned, they reuse them."""
+@pytest.mark.parametrize(("count", "mib"), [(64, 8), (8, 48)], ids=["8MiB-blocks", "48MiB-blocks"])
+def test_tuned_cpu_malloc_keeps_a_steps_memory_instead_of_faulting_it_in_again(count: int, mib: int) -> None:
+    """Four more "steps" of 384-512 MiB fault their pages in again with glibc's defaults (the freed heap is handed
+    back to the OS, blocks above the mmap threshold are fresh mappings); tuned, they reuse them. Blocks of 48 MiB
+    are above the largest mmap threshold glibc accepts (32 MiB): only ``M_MMAP_MAX`` 0 keeps them."""
     faults = {}
     for mode in ("plain", "tuned"):
-        proc = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", FAULTS, mode, str(count), str(mib << 18)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         faults[mode] = int(proc.stdout.strip())
-    assert faults["plain"] > 4 * 64 * 2048 // 4  # at least a quarter of the 8 MiB blocks' pages, every step
+    pages = 4 * count * (mib << 20) // 4096
+    assert faults["plain"] > pages // 4  # at least a quarter of the blocks' pages, every step
     assert faults["tuned"] < faults["plain"] / 10, faults
 
 
