@@ -383,6 +383,7 @@ def run_case(
     experiment: str | None = None,
     matmul_precision: str | None = None,
     cpu_malloc: bool = True,
+    deterministic: bool = False,
 ) -> dict[str, object]:
     """One case in this process (``arm``, ``experiment``: the objectives and preset of an ``ssl`` step;
     ``matmul_precision``: for ``torch.set_float32_matmul_precision``, None leaves torch's default; ``cpu_malloc``:
@@ -392,6 +393,7 @@ def run_case(
 
     if matmul_precision is not None:
         torch.set_float32_matmul_precision(matmul_precision)
+    torch.use_deterministic_algorithms(deterministic)
     malloc_tuned = False
     if cpu_malloc and not device.startswith("cuda"):
         try:
@@ -407,7 +409,8 @@ def run_case(
         body = finetune_case(model_name, batch_size, steps, device, precision)
     head = {"model": model_name, "kind": kind, "device": device, "precision": precision, "batch_size": batch_size,
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
-            "cpu_malloc_tuned": malloc_tuned}  # fmt: skip
+            "cpu_malloc_tuned": malloc_tuned,
+            "deterministic": torch.are_deterministic_algorithms_enabled()}  # fmt: skip
     return {**head, **body}
 
 
@@ -529,6 +532,8 @@ def run_subprocess(
         cmd += ["--matmul-precision", args.matmul_precision]
     if args.cpu_malloc == "off":
         cmd += ["--cpu-malloc", "off"]
+    if args.deterministic == "on":
+        cmd += ["--deterministic", "on"]
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])
@@ -573,6 +578,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="on",
         help="on CPU, tune glibc's allocator as training runs do (performance.cpu_malloc), where the tree has it",
     )
+    parser.add_argument(
+        "--deterministic",
+        choices=["on", "off"],
+        default="off",
+        help="torch.use_deterministic_algorithms, as trainer.deterministic=true sets it (to time its cost)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="the JSON report")
     parser.add_argument("--case", type=int, default=None, help=argparse.SUPPRESS)  # internal: run one case
     return parser
@@ -616,7 +627,7 @@ def main(argv: list[str] | None = None) -> None:
         (model,), (kind,), (arm,) = args.models, args.kinds, args.ssl_arms
         case = run_case(
             model, args.case, args.steps, args.device, args.precision, kind, arm, args.ssl_experiment,
-            args.matmul_precision, args.cpu_malloc == "on",
+            args.matmul_precision, args.cpu_malloc == "on", args.deterministic == "on",
         )  # fmt: skip
         print(json.dumps(case))
         return
@@ -660,6 +671,7 @@ def main(argv: list[str] | None = None) -> None:
             "precision": args.precision,
             "float32_matmul_precision": args.matmul_precision,
             "cpu_malloc": args.cpu_malloc,
+            "deterministic": args.deterministic,
             "batch_sizes": args.batch_sizes,
             "kinds": kinds,
             "ssl_arms": args.ssl_arms,
