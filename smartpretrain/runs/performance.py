@@ -168,10 +168,11 @@ def performance_settings(cfg: DictConfig) -> PerformanceSettings:
             f"performance.float32_matmul_precision={matmul!r}: expected {_choices(('auto', *MATMUL_PRECISIONS))}"
         )
     benchmark = _flag("cudnn_benchmark", values.get("cudnn_benchmark", False))
-    if benchmark and bool((cfg.get("trainer") or {}).get("deterministic", False)):
+    deterministic = (cfg.get("trainer") or {}).get("deterministic", False)
+    if benchmark and deterministic not in (False, None):
         raise RunConfigError(
-            "performance.cudnn_benchmark=true with trainer.deterministic=true: benchmarking picks kernels by timing "
-            "them, so runs would not repeat"
+            f"performance.cudnn_benchmark=true with trainer.deterministic={str(deterministic).lower()}: benchmarking "
+            "picks kernels by timing them, so runs would not repeat (set trainer.deterministic=false to benchmark)"
         )
     prefetch = values.get("prefetch_factor")
     check_range("performance.prefetch_factor", prefetch, 1, integer=True, allow_none=True)

@@ -88,7 +88,8 @@ def test_training_on_cuda(monkeypatch: pytest.MonkeyPatch, accelerator: str, cud
 
 def test_explicit_values_override_auto() -> None:
     cfg = compose_config("train", [
-        "trainer=gpu", "num_workers=2", "performance.float32_matmul_precision=medium", "performance.pin_memory=false",
+        "trainer=gpu", "trainer.deterministic=false", "num_workers=2", "performance.float32_matmul_precision=medium",
+        "performance.pin_memory=false",
         "performance.persistent_workers=false", "performance.prefetch_factor=4", "performance.cudnn_benchmark=true",
         "performance.compile.enabled=true", "performance.compile.backend=aot_eager", "performance.compile.dynamic=null",
         "performance.compile.fullgraph=true",
@@ -120,6 +121,8 @@ BAD_VALUES = [
     ("+performance.turbo=true", "performance: unknown option(s) ['turbo']; known: float32_matmul_precision, "),
     ("performance.cudnn_benchmark=true trainer.deterministic=true",
      "performance.cudnn_benchmark=true with trainer.deterministic=true: "),
+    ("performance.cudnn_benchmark=true trainer=gpu",  # the GPU default, deterministic=warn
+     "performance.cudnn_benchmark=true with trainer.deterministic=warn: "),
 ]  # fmt: skip
 
 
