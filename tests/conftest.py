@@ -26,18 +26,23 @@ def av2_fixture_dir() -> Path:
     return require_shared(AV2_FIXTURE_ROOT / "val" / AV2_FIXTURE_ID)
 
 
-@pytest.fixture(scope="session")
-def av1_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic AV1 cache with maps: ``{root}/av1/{train,val}`` (8 + 4 scenes; map radius 40 m)."""
+def make_av1_cache(tmp_path_factory: pytest.TempPathFactory, num_train: int, num_val: int, seed: int) -> Path:
+    """A synthetic AV1 cache with maps (map radius 40 m): ``{root}/av1/{train,val}``, val scenes numbered from 100."""
     from smartpretrain.data.conversion import ConversionSettings, convert_split
     from smartpretrain.data.converters.av1 import Av1Converter
     from smartpretrain.data.synthetic import generate_av1
 
     raw = tmp_path_factory.mktemp("raw")
-    generate_av1(raw, "train", 8, seed=0, with_map=True)
-    generate_av1(raw, "val", 4, seed=0, with_map=True, start_index=100)
+    generate_av1(raw, "train", num_train, seed=seed, with_map=True)
+    generate_av1(raw, "val", num_val, seed=seed, with_map=True, start_index=100)
     root = tmp_path_factory.mktemp("cache")
     for split in ("train", "val"):
         converter = Av1Converter(raw, split, num_steps=50, current_step=19, map_root=raw / "map_files", map_radius=40)
         convert_split(converter, root / "av1" / split, ConversionSettings(progress=False))
     return root
+
+
+@pytest.fixture(scope="session")
+def av1_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic AV1 cache with maps: ``{root}/av1/{train,val}`` (8 + 4 scenes; map radius 40 m)."""
+    return make_av1_cache(tmp_path_factory, 8, 4, seed=0)

@@ -24,10 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from smartpretrain.data.conversion import ConversionSettings, convert_split
-from smartpretrain.data.converters.av1 import Av1Converter
-from smartpretrain.data.synthetic import generate_av1
-from tests.conftest import REPO
+from tests.conftest import REPO, make_av1_cache
 
 QUIET = ["+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "trainer.log_every_n_steps=1"]
 #: pre-training preset and model per backbone (reference widths: the kernels above need large enough tensors)
@@ -41,14 +38,7 @@ COMMON = ["data=av1", "batch_size=16", "num_workers=1", "max_epochs=1", "checkpo
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic AV1 with maps: 32 train scenes (two batches of 16) and 4 val scenes."""
-    raw = tmp_path_factory.mktemp("raw")
-    generate_av1(raw, "train", 32, seed=5, with_map=True)
-    generate_av1(raw, "val", 4, seed=5, with_map=True, start_index=100)
-    root = tmp_path_factory.mktemp("cache")
-    for split in ("train", "val"):
-        converter = Av1Converter(raw, split, num_steps=50, current_step=19, map_root=raw / "map_files", map_radius=40)
-        convert_split(converter, root / "av1" / split, ConversionSettings(progress=False))
-    return root
+    return make_av1_cache(tmp_path_factory, 32, 4, seed=5)
 
 
 def _cli(module: str, overrides: list[str], run_dir: Path) -> dict:
